@@ -1,0 +1,1 @@
+"""sbrrepro: reproduce paper tables on MMDetection 3.x."""

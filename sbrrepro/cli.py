@@ -1,0 +1,195 @@
+"""The `sbrrepro` command: run, status, collect, plot-iou.
+
+Data flows plan -> configs -> jobs -> results -> report; each command is a thin driver over those
+stages. Bad input ends with one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import UserError
+
+DEFAULT_STUDY = Path("studies/default")
+
+
+def _scale(args: argparse.Namespace, study_root: Path, plan_recipe: dict):
+    from .configs import full_scale, smoke_scale
+    from .dataset import SyntheticSpec
+
+    if args.smoke:
+        return smoke_scale((study_root / "data" / SyntheticSpec().folder_name()).resolve())
+    root = Path(args.data_root or os.environ.get("SBRREPRO_COCO", "data/coco")).resolve()
+    return full_scale(root, (plan_recipe["train_split"], plan_recipe["eval_split"]))
+
+
+def _print_states(states, as_json: bool, extra: dict | None = None) -> None:
+    if as_json:
+        print(json.dumps([{**s.to_json(), **(extra or {}).get(s.key, {})} for s in states], indent=1))
+        return
+    width = max((len(s.label) for s in states), default=5)
+    for s in states:
+        job = f"{s.executor} job {s.job_id}" if s.job_id else ""
+        print(f"{s.plan:<18} row {s.row:<3} {s.label:<{width}}  {s.state:<8} {s.key:<22} {job}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import jobs
+    from .configs import write_configs
+    from .dataset import ensure_dataset
+    from .executors import load_profile, make_executor
+    from .plan import load_plan
+    from .study import Study
+
+    plans = [load_plan(p) for p in args.plans]  # every plan is checked before anything is written
+    executor = make_executor(load_profile(args.cluster))
+    study_root = Path(args.study)
+    scale_name = "smoke" if args.smoke else "full"
+    if (study_root / "study.json").exists():
+        Study.open(study_root, scale_name)  # a scale mismatch is an error before anything is written
+    scales = [_scale(args, study_root, plan.rows[0].recipe) for plan in plans]
+    for plan, scale in zip(plans, scales):
+        ann = scale.data_root / scale.val_ann
+        if scale.name == "full" and not args.dry_run and not ann.exists():
+            raise UserError(str(plan.path), "recipe.dataset", f"COCO not found: {ann} is missing; pass "
+                            "--data-root DIR (or set SBRREPRO_COCO), or use --smoke for the embedded dataset")
+    study = Study.open(study_root, scale_name, create=True)
+    rows = []
+    for plan, scale in zip(plans, scales):
+        written = write_configs(plan, scale, study.configs)
+        study.register(plan.path, written)
+        rows += written
+    if args.dry_run:
+        states = jobs.states(study, rows)
+        todo = {s.key for s in states if s.state == jobs.NEW or (args.retry_failed and s.state == "failed")}
+        _print_states(states, args.json, {k: {"would_submit": True} for k in todo})
+        if not args.json:
+            print(f"dry run: would submit {len(todo)} training(s) for {len(rows)} row(s); nothing submitted")
+        return 0
+    if args.smoke:
+        ensure_dataset(study_root / "data")
+    with study.submitting():
+        submitted = jobs.submit(study, rows, executor, retry_failed=args.retry_failed)
+    print(f"submitted {len(submitted)} training(s) ({executor.kind}) for {len(rows)} row(s) in {study.root}")
+    if args.wait:
+        return _wait(study, rows)
+    _print_states(jobs.states(study, rows), False)
+    return 0
+
+
+def _wait(study, rows, poll_s: float = 5.0) -> int:
+    from . import jobs
+
+    seen: dict[str, str] = {}
+    while True:
+        states = jobs.states(study, rows)
+        for s in states:
+            if seen.get(s.key) != s.state:
+                seen[s.key] = s.state
+                print(f"{time.strftime('%H:%M:%S')} {s.key}: {s.state}", flush=True)
+        if all(s.state in (jobs.DONE, "failed") for s in states):
+            failed = [s for s in states if s.state == "failed"]
+            for s in failed:
+                print(f"failed: {s.plan} row {s.row} ({s.key}); log: {s.log}", file=sys.stderr)
+            return 1 if failed else 0
+        time.sleep(poll_s)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from . import jobs
+    from .study import Study
+
+    study = Study.open(Path(args.study))
+    _print_states(jobs.states(study, [rc for _, rc in study.rows()]), args.json)
+    return 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from .collect import collect
+    from .report import to_terminal
+    from .study import Study
+
+    done = collect(Study.open(Path(args.study)))
+    if args.json:
+        print(json.dumps(done.rows, indent=1))
+        return 0
+    for table in done.tables:
+        print(to_terminal(table), end="\n\n")
+    print(f"results: {done.results}")
+    for path in done.reports:
+        print(f"table: {path}")
+    return 0
+
+
+def cmd_plot_iou(args: argparse.Namespace) -> int:
+    from .figures import default_rows, draw, panels, select_rows
+    from .study import Study
+
+    study = Study.open(Path(args.study))
+    rows = select_rows(study, args.rows) if args.rows else default_rows(study)
+    if not rows:
+        raise UserError(str(study.root), None, "no Mask R-CNN or R^3-CNN row in this study; pass --rows")
+    out = Path(args.out) if args.out else study.root / "figures" / "fig3-iou"
+    for path in draw(panels(study, rows), out):
+        print(f"figure: {path}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sbrrepro", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def study_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--study", default=str(DEFAULT_STUDY), help="study folder (default: %(default)s)")
+
+    run = sub.add_parser("run", help="write each plan row's config and submit what is not done or running")
+    run.add_argument("plans", nargs="+", help="plan files, e.g. plans/table3.yaml")
+    study_arg(run)
+    run.add_argument("--smoke", action="store_true",
+                     help="scaled down: generated dataset, ResNet-18 from scratch, small images, few epochs")
+    run.add_argument("--cluster", help="cluster profile: a YAML file or a name in slurm/ (default: this machine)")
+    run.add_argument("--data-root", help="COCO folder for full scale (default: $SBRREPRO_COCO or data/coco)")
+    run.add_argument("--dry-run", action="store_true", help="write the configs, print what would be submitted")
+    run.add_argument("--wait", action="store_true", help="wait until every row is done or failed")
+    run.add_argument("--retry-failed", action="store_true", help="submit failed trainings again")
+    run.add_argument("--json", action="store_true", help="with --dry-run: print a JSON list of rows")
+    run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", help="each row's state and job id")
+    study_arg(status)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    collect = sub.add_parser("collect", help="metrics of finished runs -> results.json and tables (MD, LaTeX)")
+    study_arg(collect)
+    collect.add_argument("--json", action="store_true")
+    collect.set_defaults(func=cmd_collect)
+
+    plot = sub.add_parser("plot-iou", help="Fig. 3: IoU distribution of the positive training RoIs")
+    study_arg(plot)
+    plot.add_argument("--rows", nargs="+", help="rows to draw, as N or PLAN:N (default: Mask R-CNN and "
+                      "the 3-loop R^3-CNN)")
+    plot.add_argument("--out", help="output path without extension (default: STUDY/figures/fig3-iou)")
+    plot.set_defaults(func=cmd_plot_iou)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "json", False) and args.command == "run" and not args.dry_run:
+        parser().error("--json goes with --dry-run for `run`")
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"sbrrepro: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

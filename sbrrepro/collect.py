@@ -1,0 +1,94 @@
+"""`sbrrepro collect`: every row of a study -> results.json and one table per plan (MD, LaTeX)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import jobs
+from .metrics import VOCABULARY, from_coco
+from .plan import Plan, load_plan
+from .report import Table, to_latex, to_markdown
+from .results import final_metrics
+from .study import Study
+from .training import DONE_FILE
+from .verify import compare
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def ours(study: Study, key: str) -> dict[str, float]:
+    """Our metrics for a finished training, computed from its work dir."""
+    run_dir = study.run_dir(key)
+    done = json.loads((run_dir / DONE_FILE).read_text())
+    coco = final_metrics(run_dir, done["epochs"])
+    return from_coco(coco or {})
+
+
+@dataclass(frozen=True)
+class Collected:
+    results: Path
+    reports: list[Path]
+    rows: list[dict[str, Any]]
+    tables: list[Table]
+
+
+def collect(study: Study) -> Collected:
+    registered = study.rows()
+    plans: dict[str, Plan] = {}
+    for plan_path, _ in registered:
+        if plan_path not in plans:
+            plans[plan_path] = load_plan(plan_path)
+    state_of = {(s.plan, s.row): s for s in jobs.states(study, [rc for _, rc in registered])}
+
+    rows, by_plan = [], {}
+    for plan_path, rc in registered:
+        plan = plans[plan_path]
+        state = state_of[(rc.plan, rc.row)]
+        metrics = ours(study, rc.key) if state.state == jobs.DONE else {}
+        published = plan.published[rc.row]
+        cells, verdict = compare(metrics, published, plan.metrics, plan.tolerance)
+        if study.scale == "smoke" and verdict != "–":
+            verdict = "smoke"  # synthetic data: the numbers are real but not comparable with the paper
+        rows.append({**state.to_json(), "metrics": metrics,
+                     "published": {m: cells[m].published for m in plan.metrics},
+                     "diff": {m: cells[m].diff for m in plan.metrics}, "verdict": verdict})
+        lead = [str(rc.row), *(published[k] for k in plan_lead(plan))]
+        by_plan.setdefault(plan_path, []).append((lead, cells, verdict))
+
+    results = study.root / "results.json"
+    _atomic_write(results, json.dumps({"scale": study.scale, "rows": rows}, indent=1))
+    reports, tables = [], []
+    for plan_path, table_rows in by_plan.items():
+        plan = plans[plan_path]
+        table = Table(f"{plan.paper} {plan.name.split('/')[1]}: {plan.title}", caption(plan, study.scale),
+                      ["#", *plan_lead(plan)], plan.metrics, table_rows)
+        base = study.root / "report" / plan.name.replace("/", "-")
+        _atomic_write(base.with_suffix(".md"), to_markdown(table))
+        _atomic_write(base.with_suffix(".tex"), to_latex(table))
+        reports += [base.with_suffix(".md"), base.with_suffix(".tex")]
+        tables.append(table)
+    return Collected(results, reports, rows, tables)
+
+
+def plan_lead(plan: Plan) -> list[str]:
+    """The published table's descriptive columns (every CSV column that is not a metric)."""
+    first = next(iter(plan.published.values()))
+    return [k for k in first if k not in VOCABULARY]
+
+
+def caption(plan: Plan, scale: str) -> str:
+    text = (f"Paper: as published; Ours: computed by sbrrepro; Δ = Ours − Paper. "
+            f"✓ when every |Δ| ≤ {plan.tolerance:g}.")
+    if scale == "smoke":
+        text += (" Smoke scale: trained and evaluated on sbrrepro's small synthetic dataset with ResNet-18, "
+                 "so Ours is not comparable with the paper (no verdict).")
+    return text

@@ -1,0 +1,231 @@
+"""Stage 2: a plan row + a scale -> one complete MMDetection config file, named by its content hash.
+
+Models start from MMDetection's own shipped configs (loaded by absolute path, so no `mmdet::`
+resolution is needed), get the plan's recipe, then the scale: `full` is the paper's setting on COCO;
+`smoke` shrinks the same config (synthetic data, ResNet-18 from scratch, small images, few epochs).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .dataset import CLASSES
+from .plan import Plan, Row
+
+PLUGINS = "sbrrepro.models"
+HASH_LEN = 12
+
+
+def mmdet_config_dir() -> Path:
+    import mmdet
+
+    return Path(mmdet.__file__).parent / ".mim" / "configs"
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Where the data is and how big the runs are. `smoke` values shrink every row alike."""
+
+    name: str  # "full" or "smoke"
+    data_root: Path
+    train_ann: str
+    train_img: str
+    val_ann: str
+    val_img: str
+    classes: tuple[str, ...] | None = None  # None: the dataset's own (COCO's 80)
+    # smoke only:
+    epochs: int = 0
+    images: int = 128
+    proposals_train: int = 300
+    proposals_test: int = 100
+    rcnn_samples: int = 128
+    lr_per_image: float = 0.0
+    warmup_iters: int = 0
+
+
+def full_scale(coco_root: Path, recipe_splits: tuple[str, str] = ("train2017", "val2017")) -> Scale:
+    train, val = recipe_splits
+    return Scale("full", coco_root, f"annotations/instances_{train}.json", f"{train}/",
+                 f"annotations/instances_{val}.json", f"{val}/")
+
+
+def smoke_scale(dataset_root: Path) -> Scale:
+    return Scale("smoke", dataset_root, "annotations/instances_train.json", "train/",
+                 "annotations/instances_val.json", "val/", classes=CLASSES, epochs=12, images=128,
+                 lr_per_image=0.01, warmup_iters=50)
+
+
+# ---- models --------------------------------------------------------------------------------------
+def _mask_rcnn(options: dict[str, Any]) -> dict:
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(mmdet_config_dir() / "mask_rcnn" / "mask-rcnn_r50_fpn_1x_coco.py")).to_dict()
+    rcnn = cfg["model"]["train_cfg"]["rcnn"]
+    rcnn["sampler"] = _recording(rcnn["sampler"], "rcnn")
+    return cfg
+
+
+def _r3_cnn(o: dict[str, Any]) -> dict:
+    """R^3-CNN on the authors' base (HTC without semantic): H pairs of Shared2FC bbox head and
+    R3MaskHead, loop t with IoU threshold u_t and loss weight alpha_t."""
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(mmdet_config_dir() / "htc" / "htc-without-semantic_r50_fpn_1x_coco.py")).to_dict()
+    model = cfg["model"]
+    model["type"] = "CascadeRCNN"  # the HTC detector type asks for a semantic branch we do not have
+    htc = model["roi_head"]
+    head_of_loop = [ord(c) - ord("a") for c in o["alternation"]]
+    heads = max(head_of_loop) + 1
+    template = model["train_cfg"]["rcnn"][0]
+    loops = []
+    for t, iou in enumerate(o["iou_thresholds"]):
+        loop = copy.deepcopy(template)
+        loop["assigner"].update(pos_iou_thr=iou, neg_iou_thr=iou, min_pos_iou=iou)
+        loop["sampler"] = _recording(loop["sampler"], f"loop{t + 1}")
+        loops.append(loop)
+    model["train_cfg"]["rcnn"] = loops
+    mask_head = {**htc["mask_head"][0], "type": "R3MaskHead"}
+    del mask_head["with_conv_res"]
+    model["roi_head"] = dict(
+        type="R3RoIHead",
+        train_loops=o["loops"],
+        eval_loops=o["eval_loops"],
+        head_of_loop=head_of_loop,
+        loop_loss_weights=o["loss_weights"],
+        mask_loop=o["mask_loop"],
+        bbox_roi_extractor=htc["bbox_roi_extractor"],
+        # pair k regresses with HTC's stage-k coder (the authors' 2-pair configs do the same)
+        bbox_head=[copy.deepcopy(htc["bbox_head"][k]) for k in range(heads)],
+        mask_roi_extractor=htc["mask_roi_extractor"],
+        mask_head=[copy.deepcopy(mask_head) for _ in range(heads)],
+    )
+    return cfg
+
+
+def _recording(sampler: dict, series: str) -> dict:
+    return dict(type="IoURecordingSampler", series=series, sampler=sampler)
+
+
+MODEL_CONFIGS = {"mask_rcnn": _mask_rcnn, "r3_cnn": _r3_cnn}
+
+
+# ---- recipe and scale ----------------------------------------------------------------------------
+def _walk(node: Any, fn) -> None:
+    """Call fn on every dict inside node (depth first)."""
+    if isinstance(node, dict):
+        fn(node)
+        for v in node.values():
+            _walk(v, fn)
+    elif isinstance(node, list):
+        for v in node:
+            _walk(v, fn)
+
+
+def _apply_recipe(cfg: dict, recipe: dict[str, Any]) -> None:
+    epochs = recipe["epochs"]
+    cfg["train_cfg"] = dict(type="EpochBasedTrainLoop", max_epochs=epochs,
+                            val_interval=min(recipe["val_interval"], epochs))
+    cfg["optim_wrapper"] = dict(type="OptimWrapper", optimizer=dict(recipe["optimizer"]))
+    cfg["param_scheduler"] = [
+        dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=recipe["warmup_iters"]),
+        dict(type="MultiStepLR", begin=0, end=epochs, by_epoch=True, milestones=list(recipe["lr_steps"]),
+             gamma=0.1),
+    ]
+    cfg["train_dataloader"]["batch_size"] = recipe["images_per_gpu"]
+    gpus = recipe["nodes"] * recipe["gpus_per_node"]
+    # The paper's total batch: MMDetection's auto_scale_lr rescales the lr when run on another count.
+    cfg["auto_scale_lr"] = dict(enable=False, base_batch_size=gpus * recipe["images_per_gpu"])
+    scale = tuple(recipe["image_scale"])
+    _walk(cfg, lambda d: d.get("type") == "Resize" and d.update(scale=scale))
+
+
+def _apply_data(cfg: dict, scale: Scale) -> None:
+    root = str(scale.data_root).rstrip("/") + "/"
+    for loader, ann, img in (("train_dataloader", scale.train_ann, scale.train_img),
+                             ("val_dataloader", scale.val_ann, scale.val_img)):
+        ds = cfg[loader]["dataset"]
+        ds.update(data_root=root, ann_file=ann, data_prefix=dict(img=img))
+        if scale.classes:
+            ds["metainfo"] = dict(classes=scale.classes)
+    cfg["test_dataloader"] = copy.deepcopy(cfg["val_dataloader"])
+    # CocoMetric does not join ann_file with data_root.
+    cfg["val_evaluator"]["ann_file"] = root + scale.val_ann
+    cfg["test_evaluator"] = copy.deepcopy(cfg["val_evaluator"])
+
+
+def _apply_smoke(cfg: dict, scale: Scale, recipe: dict[str, Any]) -> None:
+    model = cfg["model"]
+    n = len(scale.classes or ())
+    _walk(model, lambda d: "num_classes" in d and d.update(num_classes=n))
+    # ResNet-18 from scratch: nothing pretrained to freeze or to keep the BN statistics of.
+    model["backbone"].update(depth=18, init_cfg=None, frozen_stages=-1, norm_eval=False)
+    model["neck"]["in_channels"] = [64, 128, 256, 512]
+    tr, te = model["train_cfg"], model["test_cfg"]
+    tr["rpn_proposal"].update(nms_pre=scale.proposals_train, max_per_img=scale.proposals_train)
+    te["rpn"].update(nms_pre=scale.proposals_test, max_per_img=scale.proposals_test)
+    _walk(tr["rcnn"], lambda d: d.get("type") == "RandomSampler" and d.update(num=scale.rcnn_samples))
+    size = (scale.images, scale.images)
+    _walk(cfg, lambda d: d.get("type") == "Resize" and d.update(scale=size))
+    epochs = scale.epochs
+    steps = [max(1, round(s * epochs / recipe["epochs"])) for s in recipe["lr_steps"]]
+    cfg["train_cfg"].update(max_epochs=epochs, val_interval=epochs)
+    cfg["param_scheduler"][0]["end"] = scale.warmup_iters
+    cfg["param_scheduler"][1].update(end=epochs, milestones=steps)
+    cfg["optim_wrapper"]["optimizer"]["lr"] = scale.lr_per_image * recipe["images_per_gpu"]
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        cfg[loader].update(num_workers=0, persistent_workers=False)
+    cfg["train_dataloader"]["dataset"]["filter_cfg"]["min_size"] = 4
+    cfg["default_hooks"]["logger"]["interval"] = 10
+    cfg["default_hooks"]["checkpoint"]["max_keep_ckpts"] = 1
+
+
+def build_config(row: Row, scale: Scale) -> dict:
+    """The complete config of one row, as a plain dict."""
+    cfg = MODEL_CONFIGS[row.model](row.options)
+    _apply_recipe(cfg, row.recipe)
+    _apply_data(cfg, scale)
+    if scale.name == "smoke":
+        _apply_smoke(cfg, scale, row.recipe)
+    cfg["custom_imports"] = dict(imports=[PLUGINS], allow_failed_imports=False)
+    cfg["custom_hooks"] = [*cfg.get("custom_hooks", []), dict(type="IoUHistogramHook")]
+    cfg["env_cfg"]["dist_cfg"]["backend"] = "nccl"  # the job switches to gloo where there is no GPU
+    return cfg
+
+
+@dataclass(frozen=True)
+class RowConfig:
+    """One row's config on disk; `key` identifies the training it describes."""
+
+    plan: str
+    row: int
+    model: str
+    label: str
+    path: Path
+    key: str  # <model>-<hash of the config text>
+
+
+def config_text(cfg: dict) -> str:
+    from mmengine.config import Config
+
+    return Config(cfg).pretty_text
+
+
+def write_configs(plan: Plan, scale: Scale, folder: Path) -> list[RowConfig]:
+    """Write each row's config as <paper>-<table>-row<N>-<hash>.py; identical content, identical hash."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for row in plan.rows:
+        text = config_text(build_config(row, scale))
+        digest = hashlib.sha256(text.encode()).hexdigest()[:HASH_LEN]
+        header = f"# {plan.name} row {row.number}: {row.label} ({scale.name} scale), generated by sbrrepro\n"
+        path = folder / f"{plan.name.replace('/', '-')}-row{row.number}-{digest}.py"
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(header + text)
+            tmp.replace(path)
+        out.append(RowConfig(plan.name, row.number, row.model, row.label, path, f"{row.model}-{digest}"))
+    return out

@@ -1,0 +1,205 @@
+"""How jobs run: one small protocol, two executors on submitit (this machine, or SLURM).
+
+A cluster profile (YAML, see slurm/) chooses the executor and its resources. Without one, the local
+executor runs on this machine: its GPUs if it has some (one task per GPU), else its CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import submitit
+import yaml
+from submitit.core.utils import JobPaths, pickle_load
+
+from .errors import UserError
+from .schema import Field, one_of, positive, validate
+
+# Job states as sbrrepro reports them.
+PENDING, RUNNING, FINISHED, FAILED, UNKNOWN = "pending", "running", "finished", "failed", "unknown"
+
+# Machine-wide, so that two studies on one machine share its cores too.
+SLOTS_DIR = Path(tempfile.gettempdir()) / f"sbrrepro-slots-{os.getuid()}"
+
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _safe(v: str) -> str | None:
+    return None if _SAFE.match(v) else f"{v!r}: use letters, digits, '.', '_' and '-' only"
+
+
+def _safe_values(v: dict) -> str | None:
+    for k, x in v.items():
+        if not _SAFE.match(str(k)) or "\n" in str(x) or not isinstance(x, (str, int, float)):
+            return f"sbatch parameter {k!r}={x!r}: names are letters, digits, '_' and '-'; values one line"
+    return None
+
+
+PROFILE_FIELDS = {
+    "executor": Field(str, "local", one_of("local", "slurm")),
+    "nodes": Field(int, 1, positive),
+    "gpus_per_node": Field(int, None, help="local: defaults to the GPUs this machine has"),
+    "tasks_per_node": Field(int, None, help="defaults to one task per GPU"),
+    "cpus_per_task": Field(int, None, positive),
+    "parallel": Field(int, 1, positive, "local: trainings running at once"),
+    "partition": Field(str, None, _safe),
+    "account": Field(str, None, _safe),
+    "qos": Field(str, None, _safe),
+    "gpu_flag": Field(str, "gpus-per-node", one_of("gpus-per-node", "gres"),
+                      "how the cluster takes GPU requests"),
+    "time_min": Field(int, 7 * 24 * 60, positive, "time limit per job, in minutes"),
+    "setup": Field(("list", str), [], help="shell lines run before the job, e.g. activating the venv"),
+    "sbatch": Field(dict, {}, _safe_values, "extra sbatch parameters"),
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, item: str) -> Any:
+        try:
+            return self.values[item]
+        except KeyError:
+            raise AttributeError(item) from None
+
+
+def load_profile(spec: str | None) -> Profile:
+    """`None`: this machine. Otherwise a YAML file, or the name of one in ./slurm/."""
+    if spec is None:
+        return Profile("local", validate({}, PROFILE_FIELDS, "local"))
+    path = Path(spec)
+    if not path.exists() and (Path("slurm") / f"{spec}.yaml").exists():
+        path = Path("slurm") / f"{spec}.yaml"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise UserError(spec, None, f"cannot read the cluster profile: {e.strerror}; pass a YAML file "
+                        "or the name of one in slurm/") from None
+    except yaml.YAMLError as e:
+        raise UserError(str(path), None, f"not valid YAML: {e}") from None
+    return Profile(path.stem, validate(data or {}, PROFILE_FIELDS, str(path)))
+
+
+class Executor(Protocol):
+    kind: str
+
+    def submit(self, job: Any, folder: Path, name: str) -> str: ...
+
+    def state(self, job_id: str, folder: Path) -> str: ...
+
+    def cancel(self, job_id: str, folder: Path) -> None: ...
+
+
+def _result_state(job_id: str, folder: Path) -> str:
+    """State from submitit's result pickle: a job that left none died without reporting."""
+    result = JobPaths(folder, job_id, 0).result_pickle
+    if not result.exists():
+        return FAILED
+    outcome, _ = pickle_load(result)
+    return FINISHED if outcome == "success" else FAILED
+
+
+class LocalExecutor:
+    """Runs jobs on this machine through submitit's local executor (jobs outlive `sbrrepro run`).
+    Trainings queue on `parallel` slots, so a CPU machine is not oversubscribed."""
+
+    kind = "local"
+
+    def __init__(self, profile: Profile | None = None) -> None:
+        self.profile = profile or load_profile(None)
+
+    def _gpus(self) -> int:
+        if self.profile.gpus_per_node is not None:
+            return self.profile.gpus_per_node
+        import torch
+
+        return torch.cuda.device_count()
+
+    def submit(self, job: Any, folder: Path, name: str) -> str:
+        gpus = self._gpus()
+        ex = submitit.LocalExecutor(folder=folder)
+        ex.update_parameters(timeout_min=self.profile.time_min, gpus_per_node=gpus,
+                             tasks_per_node=self.profile.tasks_per_node or max(1, gpus))
+        return ex.submit(job.queued(SLOTS_DIR, self.profile.parallel)).job_id
+
+    def state(self, job_id: str, folder: Path) -> str:
+        # The job id is the pid of submitit's controller; make sure that pid is still that process.
+        try:
+            cmdline = Path(f"/proc/{job_id}/cmdline").read_bytes()
+        except OSError:
+            cmdline = b""
+        if b"submitit.local._local" in cmdline and str(folder).encode() in cmdline:
+            return RUNNING
+        return _result_state(job_id, folder)
+
+    def cancel(self, job_id: str, folder: Path) -> None:
+        if self.state(job_id, folder) == RUNNING:
+            os.kill(int(job_id), signal.SIGINT)  # as submitit does: its controller stops the tasks
+
+
+_SLURM_STATES = {
+    "PENDING": PENDING, "REQUEUED": PENDING, "CONFIGURING": PENDING, "RESIZING": PENDING,
+    "RUNNING": RUNNING, "COMPLETING": RUNNING, "SUSPENDED": RUNNING,
+    "COMPLETED": FINISHED,
+}
+
+
+class SlurmExecutor:
+    """Submits through submitit's SLURM executor: `nodes` x `tasks_per_node` tasks, one per GPU."""
+
+    kind = "slurm"
+
+    def __init__(self, profile: Profile | None = None) -> None:
+        self.profile = profile or load_profile(None)
+
+    def parameters(self, name: str) -> dict[str, Any]:
+        p = self.profile
+        gpus = p.gpus_per_node or 0
+        extra = dict(p.sbatch)
+        params: dict[str, Any] = dict(
+            job_name=name, nodes=p.nodes, ntasks_per_node=p.tasks_per_node or max(1, gpus),
+            time=p.time_min, setup=list(p.setup), signal_delay_s=120,
+        )
+        for key in ("partition", "cpus_per_task"):
+            if getattr(p, key) is not None:
+                params[key] = getattr(p, key)
+        for key in ("account", "qos"):
+            if getattr(p, key) is not None:
+                extra[key] = getattr(p, key)
+        if gpus and p.gpu_flag == "gres":
+            params["gres"] = f"gpu:{gpus}"
+        elif gpus:
+            params["gpus_per_node"] = gpus
+        params["additional_parameters"] = extra
+        return params
+
+    def submit(self, job: Any, folder: Path, name: str) -> str:
+        ex = submitit.SlurmExecutor(folder=folder)
+        ex.update_parameters(**self.parameters(name))
+        return ex.submit(job).job_id
+
+    def state(self, job_id: str, folder: Path) -> str:
+        raw = submitit.SlurmJob(folder, job_id).state.split()[0] if job_id else "UNKNOWN"
+        if raw == "UNKNOWN":
+            return UNKNOWN
+        return _SLURM_STATES.get(raw, FAILED)
+
+    def cancel(self, job_id: str, folder: Path) -> None:
+        submitit.SlurmJob(folder, job_id).cancel(check=False)
+
+
+def make_executor(profile: Profile) -> Executor:
+    return (SlurmExecutor if profile.executor == "slurm" else LocalExecutor)(profile)
+
+
+def executor_of_kind(kind: str) -> Executor:
+    """An executor able to query and cancel jobs that one of this kind submitted."""
+    return SlurmExecutor() if kind == "slurm" else LocalExecutor()

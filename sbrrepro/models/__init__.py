@@ -1,0 +1,14 @@
+"""MMDetection plugins of sbrrepro, loaded by generated configs through `custom_imports`.
+
+Importing this package registers the models and hooks and applies the checkpoint-loading fix, so
+resuming works in any process that loads one of our configs (MMDetection's tools/train.py too).
+"""
+
+from ..compat import allow_own_checkpoints
+from .iou_recorder import IoUHistogramHook, IoURecordingSampler
+from .r3_mask_head import R3MaskHead
+from .r3_roi_head import R3RoIHead
+
+allow_own_checkpoints()
+
+__all__ = ["IoUHistogramHook", "IoURecordingSampler", "R3MaskHead", "R3RoIHead"]

@@ -1,0 +1,163 @@
+"""Stage 1: a YAML plan (one paper table) -> a validated `Plan` (plain data).
+
+A plan names the paper and table, the metrics the table reports, the training recipe of the paper,
+the published numbers (a CSV in tables/) and its rows: a model with its options, and optionally a
+row-level change of the recipe (for instance a 36-epoch schedule).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+from .metrics import VOCABULARY
+from .schema import Field, one_of, positive, validate
+from .zoo import MODELS
+
+PAPERS = ("sbr-cnn", "groie", "ms-subnet", "scnet", "comask")
+
+
+def _metrics_check(v: list[str]) -> str | None:
+    bad = [m for m in v if m not in VOCABULARY]
+    return f"unknown metric {bad[0]!r}; known: {', '.join(VOCABULARY)}" if bad else None
+
+
+def _pair(v: list[int]) -> str | None:
+    return None if len(v) == 2 and all(x > 0 for x in v) else f"expected [long edge, short edge], got {v}"
+
+
+OPTIMIZER_FIELDS = {
+    "type": Field(str, "SGD", one_of("SGD")),
+    "lr": Field(float, check=positive),
+    "momentum": Field(float, 0.9),
+    "weight_decay": Field(float, 1e-4),
+}
+RECIPE_FIELDS = {
+    "dataset": Field(str, check=one_of("coco2017"), help="the paper's dataset"),
+    "train_split": Field(str, "train2017"),
+    "eval_split": Field(str, "val2017", help="val2017 is COCO minival"),
+    "backbone": Field(str, check=one_of("resnet50_fpn")),
+    "epochs": Field(int, check=positive),
+    "lr_steps": Field(("list", int), check=positive, help="epochs at which the lr drops tenfold"),
+    "warmup_iters": Field(int, 500),
+    "optimizer": Field(dict),
+    "images_per_gpu": Field(int, check=positive),
+    "nodes": Field(int, check=positive),
+    "gpus_per_node": Field(int, check=positive),
+    "image_scale": Field(("list", int), check=_pair),
+    "val_interval": Field(int, 1, positive, "validate every N epochs"),
+}
+PLAN_FIELDS = {
+    "paper": Field(str, check=one_of(*PAPERS)),
+    "table": Field(str, help="the table's or figure's name in the paper, e.g. '3' or 'fig3'"),
+    "title": Field(str),
+    "metrics": Field(("list", str), check=_metrics_check),
+    "tolerance": Field(float, 0.5, positive, "largest |ours - published| for a match, in points"),
+    "published": Field(str, help="CSV of published numbers, relative to the plan file"),
+    "recipe": Field(dict),
+    "rows": Field(("list", dict)),
+}
+ROW_FIELDS = {
+    "row": Field(int, check=positive, help="the paper's row number"),
+    "model": Field(str, check=one_of(*MODELS)),
+    "label": Field(str, None),
+    "options": Field(dict, {}),
+    "recipe": Field(dict, {}, help="changes to the plan's recipe for this row"),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    number: int
+    model: str
+    label: str
+    options: dict[str, Any]
+    recipe: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Plan:
+    path: Path
+    paper: str
+    table: str
+    title: str
+    metrics: list[str]
+    tolerance: float
+    published: dict[int, dict[str, str]]  # paper row -> column -> cell, as printed
+    rows: list[Row]
+
+    @property
+    def name(self) -> str:
+        """Stable identifier: the paper and table, e.g. 'sbr-cnn/table3'."""
+        table = self.table if not self.table[0].isdigit() else f"table{self.table}"
+        return f"{self.paper}/{table}"
+
+
+def _recipe(data: dict, where: str, prefix: str) -> dict[str, Any]:
+    recipe = validate(data, RECIPE_FIELDS, where, prefix)
+    recipe["optimizer"] = validate(recipe["optimizer"], OPTIMIZER_FIELDS, where, prefix + "optimizer.")
+    if any(s > recipe["epochs"] for s in recipe["lr_steps"]):
+        raise UserError(where, prefix + "lr_steps", f"steps {recipe['lr_steps']} beyond {recipe['epochs']} epochs")
+    return recipe
+
+
+def load_published(path: Path, where: str) -> dict[int, dict[str, str]]:
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise UserError(where, "published", f"cannot read {path}: {e.strerror}") from None
+    if not rows or "row" not in rows[0]:
+        raise UserError(str(path), "row", "the CSV needs a header with a 'row' column and one line per row")
+    out: dict[int, dict[str, str]] = {}
+    for i, line in enumerate(rows, start=2):
+        if not line["row"].isdigit():
+            raise UserError(f"{path}:{i}", "row", f"expected the paper's row number, got {line['row']!r}")
+        out[int(line["row"])] = {k: v.strip() for k, v in line.items() if k != "row"}
+    return out
+
+
+def load_plan(path: str | Path) -> Plan:
+    path = Path(path)
+    where = str(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise UserError(where, None, f"cannot read the plan: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise UserError(where, None, f"not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+    if isinstance(data, dict) and isinstance(data.get("table"), int):
+        data["table"] = str(data["table"])
+    top = validate(data, PLAN_FIELDS, where)
+    _recipe(top["recipe"], where, "recipe.")  # a bad plan-level recipe is reported at its own field
+    published = load_published((path.parent / top["published"]).resolve(), where)
+    missing_cols = [m for m in top["metrics"] if published and m not in next(iter(published.values()))]
+    if missing_cols:
+        raise UserError(where, "metrics", f"{missing_cols[0]!r} is not a column of {top['published']}")
+
+    rows: list[Row] = []
+    for i, raw in enumerate(top["rows"]):
+        prefix = f"rows[{i}]."
+        r = validate(raw, ROW_FIELDS, where, prefix)
+        spec = MODELS[r["model"]]
+        options = validate(r["options"], spec.options, where, prefix + "options.")
+        finished = spec.finish(options)
+        if isinstance(finished, str):
+            raise UserError(where, prefix + "options", finished)
+        row_recipe = _recipe({**top["recipe"], **r["recipe"]}, where, prefix + "recipe.")
+        if any(r["row"] == other.number for other in rows):
+            raise UserError(where, prefix + "row", f"row {r['row']} appears twice")
+        if r["row"] not in published:
+            raise UserError(where, prefix + "row", f"row {r['row']} has no line in {top['published']}")
+        label = r["label"] or published[r["row"]].get("model") or r["model"]
+        rows.append(Row(r["row"], r["model"], label, finished, row_recipe))
+    return Plan(path, top["paper"], top["table"], top["title"], top["metrics"], top["tolerance"], published, rows)

@@ -1,0 +1,48 @@
+"""Stage 4: finished runs -> results (plain data), read from what MMEngine and CocoMetric wrote.
+
+MMEngine writes one folder per start of a run (`<work_dir>/<timestamp>/vis_data/scalars.json`, JSON
+lines): training lines carry `loss`, validation lines carry CocoMetric's `coco/...` keys with `step` =
+epoch. A resumed run adds a new timestamp folder; the newest validation of the last epoch wins.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+HISTOGRAM_FILE = "iou_histograms.json"  # written by sbrrepro.models.iou_recorder.IoUHistogramHook
+
+
+def _log_lines(work_dir: Path) -> list[dict[str, Any]]:
+    lines: list[dict[str, Any]] = []
+    for path in sorted(work_dir.glob("*/vis_data/scalars.json")):  # timestamps sort in time order
+        for text in path.read_text().splitlines():
+            try:
+                lines.append(json.loads(text))
+            except json.JSONDecodeError:  # a line cut short by a kill
+                continue
+    return lines
+
+
+def final_metrics(work_dir: Path, epochs: int) -> dict[str, float] | None:
+    """CocoMetric's output for the evaluation after `epochs` epochs ({} when the model detected
+    nothing, which CocoMetric reports as no result); None when that evaluation has not happened."""
+    found = None
+    for line in _log_lines(work_dir):
+        if "loss" not in line and line.get("step") == epochs:
+            found = {k: float(v) for k, v in line.items() if k.startswith("coco/")}
+    return found
+
+
+def load_histograms(run_dir: Path) -> tuple[list[float], dict[str, list[int]]] | None:
+    """Bin edges and, per series, the IoU counts summed over every recorded epoch."""
+    path = run_dir / HISTOGRAM_FILE
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    total: dict[str, list[int]] = {}
+    for per_series in data["epochs"].values():
+        for name, counts in per_series.items():
+            total[name] = [a + b for a, b in zip(total.get(name, [0] * len(counts)), counts)]
+    return data["bin_edges"], total

@@ -1,0 +1,138 @@
+"""A study folder: generated configs, one work dir per unique training, and a SQLite state store.
+
+Layout:
+    study.json               scale of the study (smoke or full), fixed at creation
+    state.sqlite             one line per training: config, executor, job id, attempts, times
+    configs/*.py             one MMDetection config per plan row (named by content hash)
+    runs/<key>/              MMEngine work dir of the training `key`, plus submitit's folder
+    data/                    the generated dataset (smoke scale)
+    results.json, report/, figures/   written by `collect` and `plot-iou`
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .configs import RowConfig
+from .errors import UserError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    key TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    executor TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    submitted REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rows (
+    plan TEXT NOT NULL,
+    row INTEGER NOT NULL,
+    plan_path TEXT NOT NULL,
+    model TEXT NOT NULL,
+    label TEXT NOT NULL,
+    config TEXT NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (plan, row)
+)
+"""
+
+
+@dataclass(frozen=True)
+class Submission:
+    key: str
+    config: str
+    executor: str
+    job_id: str
+    attempts: int
+    submitted: float
+
+
+class Study:
+    def __init__(self, root: Path, scale: str) -> None:
+        self.root = root
+        self.scale = scale
+
+    @classmethod
+    def open(cls, root: Path, scale: str | None = None, create: bool = False) -> Study:
+        """Open (or with `create`, make) a study; `scale` must match the one it was made with."""
+        meta = root / "study.json"
+        if meta.exists():
+            made = json.loads(meta.read_text())["scale"]
+            if scale is not None and made != scale:
+                flag = "without --smoke" if made == "full" else "with --smoke"
+                raise UserError(str(root), "scale", f"this study was made at {made} scale; run it {flag}, "
+                                f"or choose another folder with --study")
+            return cls(root, made)
+        if not create:
+            raise UserError(str(root), None, "no study here; `sbrrepro run PLAN` makes one (or pass --study DIR)")
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = meta.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"scale": scale or "full", "created": time.time()}))
+        tmp.replace(meta)
+        return cls(root, scale or "full")
+
+    @property
+    def configs(self) -> Path:
+        return self.root / "configs"
+
+    def run_dir(self, key: str) -> Path:
+        return self.root / "runs" / key
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        con = sqlite3.connect(self.root / "state.sqlite", timeout=30, isolation_level=None)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(_SCHEMA)
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def submitting(self) -> Iterator[None]:
+        """Exclusive right to submit: two `sbrrepro run` on one study never both submit."""
+        with open(self.root / ".submit.lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise UserError(str(self.root), None, "another `sbrrepro run` is submitting to this study; "
+                                "wait for it to finish") from None
+            yield
+
+    def register(self, plan_path: Path, rows: list[RowConfig]) -> None:
+        """Remember which plan rows this study holds and the training each row needs."""
+        with self._db() as con:
+            con.executemany(
+                "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(r.plan, r.row, str(plan_path.resolve()), r.model, r.label, str(r.path), r.key) for r in rows],
+            )
+
+    def rows(self) -> list[tuple[str, RowConfig]]:
+        """(plan file, row config) for every registered row, in plan and row order."""
+        with self._db() as con:
+            found = con.execute("SELECT plan_path, plan, row, model, label, config, key FROM rows "
+                                "ORDER BY plan, row").fetchall()
+        return [(f[0], RowConfig(f[1], f[2], f[3], f[4], Path(f[5]), f[6])) for f in found]
+
+    def submissions(self) -> dict[str, Submission]:
+        with self._db() as con:
+            rows = con.execute("SELECT key, config, executor, job_id, attempts, submitted FROM runs").fetchall()
+        return {r[0]: Submission(*r) for r in rows}
+
+    def record(self, key: str, config: str, executor: str, job_id: str) -> None:
+        """Record a submission atomically (a resubmission counts one more attempt)."""
+        with self._db() as con:
+            con.execute(
+                "INSERT INTO runs (key, config, executor, job_id, submitted) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET config=excluded.config, executor=excluded.executor, "
+                "job_id=excluded.job_id, attempts=attempts+1, submitted=excluded.submitted",
+                (key, config, executor, job_id, time.time()),
+            )

@@ -1,0 +1,108 @@
+"""What a job runs on its node: train one config with MMEngine's runner, then make sure the final
+evaluation is in the work dir. Re-running the same job resumes from the last checkpoint; a job that
+was killed after its last epoch only evaluates. Works the same on one CPU, one GPU, or several tasks
+(local or SLURM), taking its distributed setting from submitit's job environment.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from .results import final_metrics
+
+DONE_FILE = "done.json"
+STARTED_FILE = "started"
+
+
+def _distributed_env(job_id: str) -> bool:
+    """Export torch.distributed's variables from the job environment; True when there are >1 tasks."""
+    env = submitit.JobEnvironment()
+    if env.num_tasks <= 1:
+        return False
+    # A port per job: concurrent jobs sharing a node would collide on MMEngine's fixed 29500.
+    port = 20000 + zlib.crc32(job_id.encode()) % 20000
+    os.environ.update(RANK=str(env.global_rank), LOCAL_RANK=str(env.local_rank),
+                      WORLD_SIZE=str(env.num_tasks), MASTER_ADDR=env.hostnames[0], MASTER_PORT=str(port))
+    return True
+
+
+class _Slot:
+    """At most `count` trainings at once on a machine shared by a local study: a job holds one of
+    `count` file locks while it trains (the lock is released by the OS if the job dies)."""
+
+    def __init__(self, folder: Path | None, count: int) -> None:
+        self.folder, self.count, self.handle = folder, count, None
+
+    def __enter__(self) -> _Slot:
+        if self.folder is None:
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            for k in range(self.count):
+                handle = open(self.folder / f"slot{k}.lock", "w")  # noqa: SIM115 (held while training)
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    self.handle = handle
+                    return self
+                except OSError:
+                    handle.close()
+            time.sleep(2)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+class TrainingJob(submitit.helpers.Checkpointable):
+    """Picklable job: submitit runs it, and on preemption or time-out requeues it as it is
+    (`Checkpointable`): the rerun resumes from MMEngine's last checkpoint in the work dir."""
+
+    def __init__(self, config: str, work_dir: str, slot_dir: str | None = None, slots: int = 1) -> None:
+        self.config, self.work_dir, self.slot_dir, self.slots = config, work_dir, slot_dir, slots
+
+    def queued(self, slot_dir: Path, slots: int) -> TrainingJob:
+        """The same job, waiting for one of `slots` training slots on this machine."""
+        return TrainingJob(self.config, self.work_dir, str(slot_dir), slots)
+
+    def __call__(self) -> dict[str, Any]:
+        work_dir = Path(self.work_dir)
+        with _Slot(Path(self.slot_dir) if self.slot_dir else None, self.slots):
+            work_dir.mkdir(parents=True, exist_ok=True)
+            (work_dir / STARTED_FILE).touch()
+            return train_and_evaluate(self.config, work_dir)
+
+
+def train_and_evaluate(config: str, work_dir: Path) -> dict[str, Any]:
+    import torch
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    cfg = Config.fromfile(config)  # imports sbrrepro.models: plugins and the checkpoint fix
+    cfg.work_dir = str(work_dir)
+    cfg.resume = True  # from work_dir/last_checkpoint when there is one
+    job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or str(os.getpid())
+    if _distributed_env(job_id):
+        cfg.launcher = "pytorch"
+        cfg.env_cfg.dist_cfg.backend = "nccl" if torch.cuda.is_available() else "gloo"
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    epochs = cfg.train_cfg.max_epochs
+    metrics = final_metrics(work_dir, epochs)
+    if metrics is None:  # killed between the last checkpoint and the end of its evaluation
+        runner.val()
+        metrics = final_metrics(work_dir, epochs) or {}
+    trainable = sum(p.numel() for p in runner.model.parameters() if p.requires_grad)
+    summary = {"metrics": metrics, "epochs": epochs, "trainable_params": trainable, "finished": time.time()}
+    if int(os.environ.get("RANK", "0")) == 0:
+        tmp = work_dir / f"{DONE_FILE}.tmp"
+        tmp.write_text(json.dumps(summary, indent=1))
+        tmp.replace(work_dir / DONE_FILE)
+    return summary

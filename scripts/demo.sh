@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: SBR-CNN Table 3 and Fig. 3, scaled down, trained and
+# evaluated for real on this machine's CPU (or GPUs), then tabulated and plotted.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+sbrrepro run plans/table3.yaml --smoke --wait
+sbrrepro collect
+sbrrepro plot-iou

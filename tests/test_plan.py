@@ -1,0 +1,107 @@
+"""Plans: the Table 3 plan is what the paper says, and malformed plans fail cleanly (exit 2, one
+line naming the file and the field, no traceback, nothing written)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+from conftest import REPO, TABLE3
+
+from sbrrepro.errors import UserError
+from sbrrepro.plan import load_plan
+
+
+def test_table3_plan_matches_the_paper():
+    plan = load_plan(TABLE3)
+    assert plan.name == "sbr-cnn/table3"
+    assert [r.number for r in plan.rows] == [1, 2, 3, 4, 5]
+    assert [r.model for r in plan.rows] == ["mask_rcnn"] + ["r3_cnn"] * 4
+    for row in plan.rows:
+        published = plan.published[row.number]
+        if row.model == "r3_cnn":
+            # the descriptive columns of the published table agree with what the row trains
+            assert int(published["L_t"]) == row.options["loops"] == row.options["eval_loops"]
+            assert int(published["H"]) == len(set(row.options["alternation"]))
+            assert row.options["iou_thresholds"] == [0.5, 0.6, 0.7, 0.8][: row.options["loops"]]
+        assert row.recipe["epochs"] == 12 and row.recipe["lr_steps"] == [8, 11]
+        assert row.recipe["nodes"] * row.recipe["gpus_per_node"] * row.recipe["images_per_gpu"] == 16
+    assert plan.published[4] == {"model": "R^3-CNN", "L_t": "3", "H": "1", "bbox_AP": "40.9", "segm_AP": "37.2"}
+
+
+def _mutate(plan: dict, path: str, value) -> dict:
+    *parents, last = path.split(".")
+    node = plan
+    for p in parents:
+        node = node[int(p)] if p.isdigit() else node[p]
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[int(last) if last.isdigit() else last] = value
+    return plan
+
+
+_DELETE = object()
+MUTATIONS = [
+    ("colour", "red", "'colour'", "unknown field"),
+    ("recipe.epochs", "twelve", "'recipe.epochs'", "expected an integer"),
+    ("recipe.optimizer.lr", -1, "'recipe.optimizer.lr'", "must be > 0"),
+    ("rows.0.model", "yolo", "'rows[0].model'", "'yolo' is not one of"),
+    ("rows.1.options", {"loops": 9}, "'rows[1].options.loops'", "between 1 and 5"),
+    ("rows.1.options", {"heads": 2}, "'rows[1].options.heads'", "unknown field"),
+    ("rows.2.options", {"loops": 2, "iou_thresholds": [0.5]}, "'rows[2].options'", "one per training loop"),
+    ("published", "../tables/sbr-cnn/none.csv", "'published'", "cannot read"),
+    ("metrics", ["bbox_AP", "box_ap"], "'metrics'", "unknown metric 'box_ap'"),
+    ("rows.3.row", 9, "'rows[3].row'", "no line in"),
+    ("title", _DELETE, "'title'", "missing"),
+]
+
+
+def _bad_plan(tmp_path, text: str):
+    (tmp_path / "plans").mkdir()
+    shutil.copytree(REPO / "tables", tmp_path / "tables")
+    path = tmp_path / "plans" / "bad.yaml"
+    path.write_text(text)
+    return path
+
+
+def _assert_clean_failure(result, path, *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert str(path) in lines[0]
+    for needle in needles:
+        assert needle in lines[0]
+
+
+@pytest.mark.parametrize(("field", "value", "named", "problem"), MUTATIONS)
+def test_malformed_plan_fails_cleanly(tmp_path, cli, field, value, named, problem):
+    plan = _mutate(yaml.safe_load(TABLE3.read_text()), field, value)
+    path = _bad_plan(tmp_path, yaml.safe_dump(plan))
+    study = tmp_path / "study"
+    result = cli("run", str(path), "--smoke", "--dry-run", "--study", str(study))
+    _assert_clean_failure(result, path, named, problem)
+    assert not study.exists(), "a bad plan must leave nothing written"
+
+
+def test_bad_yaml_and_missing_file(tmp_path, cli):
+    path = _bad_plan(tmp_path, "paper: sbr-cnn\nrows: [\n")
+    _assert_clean_failure(cli("run", str(path), "--dry-run", "--study", str(tmp_path / "s")), path,
+                          "not valid YAML", "line")
+    missing = tmp_path / "plans" / "nope.yaml"
+    _assert_clean_failure(cli("run", str(missing), "--dry-run", "--study", str(tmp_path / "s")), missing,
+                          "cannot read the plan")
+    assert not (tmp_path / "s").exists()
+
+
+def test_second_bad_plan_stops_the_first_from_writing(tmp_path, cli):
+    bad = _bad_plan(tmp_path, "paper: nature\n")
+    result = cli("run", str(TABLE3), str(bad), "--smoke", "--dry-run", "--study", str(tmp_path / "s"))
+    _assert_clean_failure(result, bad, "'paper'", "'nature' is not one of")
+    assert not (tmp_path / "s").exists()
+
+
+def test_user_error_message_names_file_and_field():
+    assert str(UserError("plans/x.yaml", "rows[0].model", "bad")) == "plans/x.yaml: field 'rows[0].model': bad"
