@@ -42,9 +42,12 @@ class Scale:
     images: int = 128
     proposals_train: int = 300
     proposals_test: int = 100
-    rcnn_samples: int = 128
+    rcnn_samples: int = 64
+    roi_sampling_ratio: int = 2  # RoIAlign points per bin; 0 (adaptive) dominates CPU time
+    width: int = 256  # channels of the neck and heads (the paper's 256)
     lr_per_image: float = 0.0
     warmup_iters: int = 0
+    clip_grad: float | None = None
 
 
 def full_scale(coco_root: Path, recipe_splits: tuple[str, str] = ("train2017", "val2017")) -> Scale:
@@ -55,8 +58,8 @@ def full_scale(coco_root: Path, recipe_splits: tuple[str, str] = ("train2017", "
 
 def smoke_scale(dataset_root: Path) -> Scale:
     return Scale("smoke", dataset_root, "annotations/instances_train.json", "train/",
-                 "annotations/instances_val.json", "val/", classes=CLASSES, epochs=12, images=128,
-                 lr_per_image=0.01, warmup_iters=50)
+                 "annotations/instances_val.json", "val/", classes=CLASSES, epochs=12, images=128, width=64,
+                 lr_per_image=0.005, warmup_iters=50, clip_grad=35.0)
 
 
 # ---- models --------------------------------------------------------------------------------------
@@ -125,6 +128,11 @@ def _walk(node: Any, fn) -> None:
             _walk(v, fn)
 
 
+def _set_where(node: Any, type_name: str, **values: Any) -> None:
+    """Update every dict of type `type_name` inside node."""
+    _walk(node, lambda d: d.get("type") == type_name and d.update(values))
+
+
 def _apply_recipe(cfg: dict, recipe: dict[str, Any]) -> None:
     epochs = recipe["epochs"]
     cfg["train_cfg"] = dict(type="EpochBasedTrainLoop", max_epochs=epochs,
@@ -139,8 +147,7 @@ def _apply_recipe(cfg: dict, recipe: dict[str, Any]) -> None:
     gpus = recipe["nodes"] * recipe["gpus_per_node"]
     # The paper's total batch: MMDetection's auto_scale_lr rescales the lr when run on another count.
     cfg["auto_scale_lr"] = dict(enable=False, base_batch_size=gpus * recipe["images_per_gpu"])
-    scale = tuple(recipe["image_scale"])
-    _walk(cfg, lambda d: d.get("type") == "Resize" and d.update(scale=scale))
+    _set_where(cfg, "Resize", scale=tuple(recipe["image_scale"]))
 
 
 def _apply_data(cfg: dict, scale: Scale) -> None:
@@ -164,18 +171,31 @@ def _apply_smoke(cfg: dict, scale: Scale, recipe: dict[str, Any]) -> None:
     # ResNet-18 from scratch: nothing pretrained to freeze or to keep the BN statistics of.
     model["backbone"].update(depth=18, init_cfg=None, frozen_stages=-1, norm_eval=False)
     model["neck"]["in_channels"] = [64, 128, 256, 512]
+    w = scale.width
+
+    def narrow(d: dict) -> None:  # the paper's 256-channel neck and heads (1024-wide fcs) at width w
+        for key in ("in_channels", "out_channels", "feat_channels", "conv_out_channels"):
+            if d.get(key) == 256:
+                d[key] = w
+        if d.get("fc_out_channels") == 1024:
+            d["fc_out_channels"] = 4 * w
+
+    for part in ("neck", "rpn_head", "roi_head"):
+        _walk(model[part], narrow)
     tr, te = model["train_cfg"], model["test_cfg"]
     tr["rpn_proposal"].update(nms_pre=scale.proposals_train, max_per_img=scale.proposals_train)
     te["rpn"].update(nms_pre=scale.proposals_test, max_per_img=scale.proposals_test)
-    _walk(tr["rcnn"], lambda d: d.get("type") == "RandomSampler" and d.update(num=scale.rcnn_samples))
-    size = (scale.images, scale.images)
-    _walk(cfg, lambda d: d.get("type") == "Resize" and d.update(scale=size))
+    _set_where(tr["rcnn"], "RandomSampler", num=scale.rcnn_samples)
+    _set_where(model["roi_head"], "RoIAlign", sampling_ratio=scale.roi_sampling_ratio)
+    _set_where(cfg, "Resize", scale=(scale.images, scale.images))
     epochs = scale.epochs
     steps = [max(1, round(s * epochs / recipe["epochs"])) for s in recipe["lr_steps"]]
     cfg["train_cfg"].update(max_epochs=epochs, val_interval=epochs)
     cfg["param_scheduler"][0]["end"] = scale.warmup_iters
     cfg["param_scheduler"][1].update(end=epochs, milestones=steps)
     cfg["optim_wrapper"]["optimizer"]["lr"] = scale.lr_per_image * recipe["images_per_gpu"]
+    # From scratch on tiny data the first iterations can explode without a bound on the gradient.
+    cfg["optim_wrapper"]["clip_grad"] = dict(max_norm=scale.clip_grad, norm_type=2)
     for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
         cfg[loader].update(num_workers=0, persistent_workers=False)
     cfg["train_dataloader"]["dataset"]["filter_cfg"]["min_size"] = 4

@@ -47,7 +47,8 @@ PROFILE_FIELDS = {
     "gpus_per_node": Field(int, None, help="local: defaults to the GPUs this machine has"),
     "tasks_per_node": Field(int, None, help="defaults to one task per GPU"),
     "cpus_per_task": Field(int, None, positive),
-    "parallel": Field(int, 1, positive, "local: trainings running at once"),
+    "parallel": Field(int, None, positive, "local: trainings at once (default: 1 on GPUs, else up to 4 "
+                      "single-threaded CPU trainings, one per core)"),
     "partition": Field(str, None, _safe),
     "account": Field(str, None, _safe),
     "qos": Field(str, None, _safe),
@@ -128,7 +129,11 @@ class LocalExecutor:
         ex = submitit.LocalExecutor(folder=folder)
         ex.update_parameters(timeout_min=self.profile.time_min, gpus_per_node=gpus,
                              tasks_per_node=self.profile.tasks_per_node or max(1, gpus))
-        return ex.submit(job.queued(SLOTS_DIR, self.profile.parallel)).job_id
+        cores = os.cpu_count() or 1
+        # One CPU training per core beats one training on all cores: MMCV's CPU RoIAlign is serial.
+        parallel = self.profile.parallel or (1 if gpus else min(4, cores))
+        threads = None if gpus else max(1, cores // parallel)
+        return ex.submit(job.queued(SLOTS_DIR, parallel, threads)).job_id
 
     def state(self, job_id: str, folder: Path) -> str:
         # The job id is the pid of submitit's controller; make sure that pid is still that process.

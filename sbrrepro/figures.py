@@ -15,6 +15,7 @@ from .errors import UserError
 from .plan import load_plan
 from .results import load_histograms
 from .study import Study
+from .zoo import MODELS
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def panels(study: Study, rows: list[tuple[str, RowConfig]]) -> list[Panel]:
         edges, series = loaded
         options = next(x.options for x in load_plan(plan_path).rows if x.number == rc.row)
         thresholds = options.get("iou_thresholds")
-        title = f"({chr(ord('a') + i)}) {rc.label} ({rc.plan} row {rc.row})"
+        title = f"({chr(ord('a') + i)}) {MODELS[rc.model].title} ({rc.plan} row {rc.row})"
         out.append(Panel(title, edges, {_series_label(k, thresholds): v for k, v in sorted(series.items())}))
     return out
 

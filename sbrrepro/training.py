@@ -24,7 +24,10 @@ STARTED_FILE = "started"
 
 def _distributed_env(job_id: str) -> bool:
     """Export torch.distributed's variables from the job environment; True when there are >1 tasks."""
-    env = submitit.JobEnvironment()
+    try:
+        env = submitit.JobEnvironment()
+    except RuntimeError:  # not inside a submitit job: a plain single process
+        return False
     if env.num_tasks <= 1:
         return False
     # A port per job: concurrent jobs sharing a node would collide on MMEngine's fixed 29500.
@@ -65,15 +68,22 @@ class TrainingJob(submitit.helpers.Checkpointable):
     """Picklable job: submitit runs it, and on preemption or time-out requeues it as it is
     (`Checkpointable`): the rerun resumes from MMEngine's last checkpoint in the work dir."""
 
-    def __init__(self, config: str, work_dir: str, slot_dir: str | None = None, slots: int = 1) -> None:
-        self.config, self.work_dir, self.slot_dir, self.slots = config, work_dir, slot_dir, slots
+    def __init__(self, config: str, work_dir: str, slot_dir: str | None = None, slots: int = 1,
+                 threads: int | None = None) -> None:
+        self.config, self.work_dir = config, work_dir
+        self.slot_dir, self.slots, self.threads = slot_dir, slots, threads
 
-    def queued(self, slot_dir: Path, slots: int) -> TrainingJob:
-        """The same job, waiting for one of `slots` training slots on this machine."""
-        return TrainingJob(self.config, self.work_dir, str(slot_dir), slots)
+    def queued(self, slot_dir: Path, slots: int, threads: int | None) -> TrainingJob:
+        """The same job, waiting for one of `slots` training slots on this machine, using `threads`
+        CPU threads (None: torch's default)."""
+        return TrainingJob(self.config, self.work_dir, str(slot_dir), slots, threads)
 
     def __call__(self) -> dict[str, Any]:
         work_dir = Path(self.work_dir)
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
         with _Slot(Path(self.slot_dir) if self.slot_dir else None, self.slots):
             work_dir.mkdir(parents=True, exist_ok=True)
             (work_dir / STARTED_FILE).touch()

@@ -21,6 +21,7 @@ DEFAULT_LOSS_WEIGHTS = (1.0, 0.75, 0.5, 0.3, 0.2)
 
 @dataclass(frozen=True)
 class ModelSpec:
+    title: str  # as figures name it (matplotlib mathtext)
     description: str
     options: dict[str, Field] = field(default_factory=dict)
     # Cross-field check and completion of defaults that depend on other options.
@@ -52,8 +53,9 @@ def _finish_r3(o: dict[str, Any]) -> dict[str, Any] | str:
 
 
 MODELS: dict[str, ModelSpec] = {
-    "mask_rcnn": ModelSpec("Mask R-CNN, ResNet-FPN (MMDetection's stock model)"),
+    "mask_rcnn": ModelSpec("Mask R-CNN", "Mask R-CNN, ResNet-FPN (MMDetection's stock model)"),
     "r3_cnn": ModelSpec(
+        "R$^3$-CNN",
         "R^3-CNN: one RoI head pair trained in L_t loops with growing IoU thresholds",
         options={
             "loops": Field(int, 3, _in_range(1, MAX_LOOPS), "L_t, the training loops"),
