@@ -7,6 +7,7 @@ stages. Bad input ends with one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -24,14 +25,18 @@ def _scale(args: argparse.Namespace, study_root: Path, plan_recipe: dict):
     from .dataset import SyntheticSpec
 
     if args.smoke:
-        return smoke_scale((study_root / "data" / SyntheticSpec().folder_name()).resolve())
-    root = Path(args.data_root or os.environ.get("SBRREPRO_COCO", "data/coco")).resolve()
-    return full_scale(root, (plan_recipe["train_split"], plan_recipe["eval_split"]))
+        scale = smoke_scale((study_root / "data" / SyntheticSpec().folder_name()).resolve())
+    else:
+        root = Path(args.data_root or os.environ.get("SBRREPRO_COCO", "data/coco")).resolve()
+        scale = full_scale(root, (plan_recipe["train_split"], plan_recipe["eval_split"]))
+    return dataclasses.replace(scale, epochs=args.epochs) if args.epochs else scale
 
 
-def _print_states(states, as_json: bool, extra: dict | None = None) -> None:
+def _print_states(states, as_json: bool, todo: set[str] | None = None) -> None:
+    """A line per row, or with as_json a JSON list; `todo` (dry run) marks what would be submitted."""
     if as_json:
-        print(json.dumps([{**s.to_json(), **(extra or {}).get(s.key, {})} for s in states], indent=1))
+        extra = (lambda s: {"would_submit": s.key in todo}) if todo is not None else (lambda s: {})
+        print(json.dumps([{**s.to_json(), **extra(s)} for s in states], indent=1))
         return
     width = max((len(s.label) for s in states), default=5)
     for s in states:
@@ -68,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         states = jobs.states(study, rows)
         todo = {s.key for s in states if s.state == jobs.NEW or (args.retry_failed and s.state == "failed")}
-        _print_states(states, args.json, {k: {"would_submit": True} for k in todo})
+        _print_states(states, args.json, todo)
         if not args.json:
             print(f"dry run: would submit {len(todo)} training(s) for {len(rows)} row(s); nothing submitted")
         return 0
@@ -154,6 +159,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--smoke", action="store_true",
                      help="scaled down: generated dataset, ResNet-18 from scratch, small images, few epochs")
     run.add_argument("--cluster", help="cluster profile: a YAML file or a name in slurm/ (default: this machine)")
+    run.add_argument("--epochs", type=int, help="train every row this many epochs instead (lr steps scaled "
+                     "alike): a quick check of the whole path")
     run.add_argument("--data-root", help="COCO folder for full scale (default: $SBRREPRO_COCO or data/coco)")
     run.add_argument("--dry-run", action="store_true", help="write the configs, print what would be submitted")
     run.add_argument("--wait", action="store_true", help="wait until every row is done or failed")

@@ -37,8 +37,8 @@ class Scale:
     val_ann: str
     val_img: str
     classes: tuple[str, ...] | None = None  # None: the dataset's own (COCO's 80)
+    epochs: int = 0  # > 0: train this many epochs instead of the recipe's, lr steps scaled alike
     # smoke only:
-    epochs: int = 0
     images: int = 128
     proposals_train: int = 300
     proposals_test: int = 100
@@ -133,15 +133,18 @@ def _set_where(node: Any, type_name: str, **values: Any) -> None:
     _walk(node, lambda d: d.get("type") == type_name and d.update(values))
 
 
-def _apply_recipe(cfg: dict, recipe: dict[str, Any]) -> None:
-    epochs = recipe["epochs"]
+def _apply_recipe(cfg: dict, recipe: dict[str, Any], epochs: int) -> None:
+    """The paper's recipe; with `epochs` (> 0) the schedule is shortened, its lr steps scaled alike."""
+    steps = list(recipe["lr_steps"])
+    if epochs:
+        steps = [max(1, round(s * epochs / recipe["epochs"])) for s in steps]
+    epochs = epochs or recipe["epochs"]
     cfg["train_cfg"] = dict(type="EpochBasedTrainLoop", max_epochs=epochs,
                             val_interval=min(recipe["val_interval"], epochs))
     cfg["optim_wrapper"] = dict(type="OptimWrapper", optimizer=dict(recipe["optimizer"]))
     cfg["param_scheduler"] = [
         dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=recipe["warmup_iters"]),
-        dict(type="MultiStepLR", begin=0, end=epochs, by_epoch=True, milestones=list(recipe["lr_steps"]),
-             gamma=0.1),
+        dict(type="MultiStepLR", begin=0, end=epochs, by_epoch=True, milestones=steps, gamma=0.1),
     ]
     cfg["train_dataloader"]["batch_size"] = recipe["images_per_gpu"]
     gpus = recipe["nodes"] * recipe["gpus_per_node"]
@@ -188,11 +191,8 @@ def _apply_smoke(cfg: dict, scale: Scale, recipe: dict[str, Any]) -> None:
     _set_where(tr["rcnn"], "RandomSampler", num=scale.rcnn_samples)
     _set_where(model["roi_head"], "RoIAlign", sampling_ratio=scale.roi_sampling_ratio)
     _set_where(cfg, "Resize", scale=(scale.images, scale.images))
-    epochs = scale.epochs
-    steps = [max(1, round(s * epochs / recipe["epochs"])) for s in recipe["lr_steps"]]
-    cfg["train_cfg"].update(max_epochs=epochs, val_interval=epochs)
+    cfg["train_cfg"]["val_interval"] = cfg["train_cfg"]["max_epochs"]  # evaluate once, at the end
     cfg["param_scheduler"][0]["end"] = scale.warmup_iters
-    cfg["param_scheduler"][1].update(end=epochs, milestones=steps)
     cfg["optim_wrapper"]["optimizer"]["lr"] = scale.lr_per_image * recipe["images_per_gpu"]
     # From scratch on tiny data the first iterations can explode without a bound on the gradient.
     cfg["optim_wrapper"]["clip_grad"] = dict(max_norm=scale.clip_grad, norm_type=2)
@@ -206,7 +206,7 @@ def _apply_smoke(cfg: dict, scale: Scale, recipe: dict[str, Any]) -> None:
 def build_config(row: Row, scale: Scale) -> dict:
     """The complete config of one row, as a plain dict."""
     cfg = MODEL_CONFIGS[row.model](row.options)
-    _apply_recipe(cfg, row.recipe)
+    _apply_recipe(cfg, row.recipe, scale.epochs)
     _apply_data(cfg, scale)
     if scale.name == "smoke":
         _apply_smoke(cfg, scale, row.recipe)

@@ -63,6 +63,7 @@ class Study:
     @classmethod
     def open(cls, root: Path, scale: str | None = None, create: bool = False) -> Study:
         """Open (or with `create`, make) a study; `scale` must match the one it was made with."""
+        root = root.resolve()  # jobs run elsewhere (another cwd, another node): paths are absolute
         meta = root / "study.json"
         if meta.exists():
             made = json.loads(meta.read_text())["scale"]

@@ -109,7 +109,7 @@ def test_loops_average_scores_and_masks(plan, smoke):
     model.init_weights()
     model.eval()
     head = model.roi_head
-    x = tuple(torch.randn(1, 256, s, s) for s in (32, 16, 8, 4, 2))
+    x = tuple(torch.randn(1, smoke.width, s, s) for s in (32, 16, 8, 4, 2))
     boxes = torch.tensor([[10.0, 10.0, 60.0, 70.0], [30.0, 20.0, 100.0, 90.0]])
     meta = [{"img_shape": (128, 128)}]
     with torch.no_grad():
