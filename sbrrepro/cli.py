@@ -196,6 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"sbrrepro: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nsbrrepro: interrupted; submitted jobs keep running (see `sbrrepro status`)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -6,10 +6,13 @@ executor runs on this machine: its GPUs if it has some (one task per GPU), else 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import signal
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -92,7 +95,7 @@ def load_profile(spec: str | None) -> Profile:
 class Executor(Protocol):
     kind: str
 
-    def submit(self, job: Any, folder: Path, name: str) -> str: ...
+    def submit(self, job: Callable[[], Any], folder: Path, name: str) -> str: ...
 
     def state(self, job_id: str, folder: Path) -> str: ...
 
@@ -106,6 +109,47 @@ def _result_state(job_id: str, folder: Path) -> str:
         return FAILED
     outcome, _ = pickle_load(result)
     return FINISHED if outcome == "success" else FAILED
+
+
+class _Slot:
+    """At most `count` trainings at once on a machine shared by a local study: a job holds one of
+    `count` file locks while it trains (the lock is released by the OS if the job dies)."""
+
+    def __init__(self, folder: Path, count: int) -> None:
+        self.folder, self.count, self.handle = folder, count, None
+
+    def __enter__(self) -> _Slot:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            for k in range(self.count):
+                handle = open(self.folder / f"slot{k}.lock", "w")  # noqa: SIM115 (held while training)
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    self.handle = handle
+                    return self
+                except OSError:
+                    handle.close()
+            time.sleep(2)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+class Queued(submitit.helpers.Checkpointable):
+    """Runs `fn` once it holds one of `slots` training slots of this machine, with `threads` CPU
+    threads (None: torch's default). Requeued as a whole when `fn` is Checkpointable."""
+
+    def __init__(self, fn: Callable[[], Any], slot_dir: Path, slots: int, threads: int | None) -> None:
+        self.fn, self.slot_dir, self.slots, self.threads = fn, slot_dir, slots, threads
+
+    def __call__(self) -> Any:
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        with _Slot(self.slot_dir, self.slots):
+            return self.fn()
 
 
 class LocalExecutor:
@@ -133,7 +177,7 @@ class LocalExecutor:
         # One CPU training per core beats one training on all cores: MMCV's CPU RoIAlign is serial.
         parallel = self.profile.parallel or (1 if gpus else min(4, cores))
         threads = None if gpus else max(1, cores // parallel)
-        return ex.submit(job.queued(SLOTS_DIR, parallel, threads)).job_id
+        return ex.submit(Queued(job, SLOTS_DIR, parallel, threads)).job_id
 
     def state(self, job_id: str, folder: Path) -> str:
         # The job id is the pid of submitit's controller; make sure that pid is still that process.
@@ -168,22 +212,18 @@ class SlurmExecutor:
     def parameters(self, name: str) -> dict[str, Any]:
         p = self.profile
         gpus = p.gpus_per_node or 0
-        extra = dict(p.sbatch)
         params: dict[str, Any] = dict(
             job_name=name, nodes=p.nodes, ntasks_per_node=p.tasks_per_node or max(1, gpus),
             time=p.time_min, setup=list(p.setup), signal_delay_s=120,
         )
-        for key in ("partition", "cpus_per_task"):
+        for key in ("partition", "cpus_per_task", "account", "qos"):
             if getattr(p, key) is not None:
                 params[key] = getattr(p, key)
-        for key in ("account", "qos"):
-            if getattr(p, key) is not None:
-                extra[key] = getattr(p, key)
         if gpus and p.gpu_flag == "gres":
             params["gres"] = f"gpu:{gpus}"
         elif gpus:
             params["gpus_per_node"] = gpus
-        params["additional_parameters"] = extra
+        params["additional_parameters"] = dict(p.sbatch)
         return params
 
     def submit(self, job: Any, folder: Path, name: str) -> str:

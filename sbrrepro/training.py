@@ -6,7 +6,6 @@ was killed after its last epoch only evaluates. Works the same on one CPU, one G
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
@@ -37,57 +36,18 @@ def _distributed_env(job_id: str) -> bool:
     return True
 
 
-class _Slot:
-    """At most `count` trainings at once on a machine shared by a local study: a job holds one of
-    `count` file locks while it trains (the lock is released by the OS if the job dies)."""
-
-    def __init__(self, folder: Path | None, count: int) -> None:
-        self.folder, self.count, self.handle = folder, count, None
-
-    def __enter__(self) -> _Slot:
-        if self.folder is None:
-            return self
-        self.folder.mkdir(parents=True, exist_ok=True)
-        while True:
-            for k in range(self.count):
-                handle = open(self.folder / f"slot{k}.lock", "w")  # noqa: SIM115 (held while training)
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    self.handle = handle
-                    return self
-                except OSError:
-                    handle.close()
-            time.sleep(2)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.handle is not None:
-            self.handle.close()
-
-
 class TrainingJob(submitit.helpers.Checkpointable):
     """Picklable job: submitit runs it, and on preemption or time-out requeues it as it is
     (`Checkpointable`): the rerun resumes from MMEngine's last checkpoint in the work dir."""
 
-    def __init__(self, config: str, work_dir: str, slot_dir: str | None = None, slots: int = 1,
-                 threads: int | None = None) -> None:
+    def __init__(self, config: str, work_dir: str) -> None:
         self.config, self.work_dir = config, work_dir
-        self.slot_dir, self.slots, self.threads = slot_dir, slots, threads
-
-    def queued(self, slot_dir: Path, slots: int, threads: int | None) -> TrainingJob:
-        """The same job, waiting for one of `slots` training slots on this machine, using `threads`
-        CPU threads (None: torch's default)."""
-        return TrainingJob(self.config, self.work_dir, str(slot_dir), slots, threads)
 
     def __call__(self) -> dict[str, Any]:
         work_dir = Path(self.work_dir)
-        if self.threads:
-            import torch
-
-            torch.set_num_threads(self.threads)
-        with _Slot(Path(self.slot_dir) if self.slot_dir else None, self.slots):
-            work_dir.mkdir(parents=True, exist_ok=True)
-            (work_dir / STARTED_FILE).touch()
-            return train_and_evaluate(self.config, work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        (work_dir / STARTED_FILE).touch()
+        return train_and_evaluate(self.config, work_dir)
 
 
 def train_and_evaluate(config: str, work_dir: Path) -> dict[str, Any]:

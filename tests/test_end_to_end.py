@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,3 +87,16 @@ def test_iou_histograms_per_loop_and_the_figure(study, cli):
     assert result.returncode == 0, result.stderr
     for ext in ("png", "pdf"):
         assert (root / "figures" / f"fig3-iou.{ext}").stat().st_size > 1000
+
+
+def test_a_generated_config_runs_with_mmdetections_own_train_script(study, cli, tmp_path):
+    import mmdet
+
+    root, _, _, _ = study
+    config = next(s["config"] for s in _json(cli("status", "--study", str(root), "--json")) if s["row"] == 3)
+    train = Path(mmdet.__file__).parent / ".mim" / "tools" / "train.py"
+    result = subprocess.run([sys.executable, str(train), config, "--work-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "epoch_1.pth").exists()
+    assert "coco/segm_mAP" in next(tmp_path.glob("*/vis_data/scalars.json")).read_text()
