@@ -180,14 +180,20 @@ class LocalExecutor:
         return ex.submit(Queued(job, SLOTS_DIR, parallel, threads)).job_id
 
     def state(self, job_id: str, folder: Path) -> str:
-        # The job id is the pid of submitit's controller; make sure that pid is still that process.
+        paths = JobPaths(folder, job_id, 0)
+        if paths.result_pickle.exists():
+            return _result_state(job_id, folder)
+        # The job id is the pid of submitit's controller. Make sure that pid is still that process:
+        # its command line names the job folder (or, right after the fork, it has not exec'd yet).
         try:
+            alive = Path(f"/proc/{job_id}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
             cmdline = Path(f"/proc/{job_id}/cmdline").read_bytes()
         except OSError:
-            cmdline = b""
-        if b"submitit.local._local" in cmdline and str(folder).encode() in cmdline:
+            return FAILED
+        young = time.time() - paths.submitted_pickle.stat().st_mtime < 60
+        if alive and (str(folder).encode() in cmdline or young):
             return RUNNING
-        return _result_state(job_id, folder)
+        return FAILED
 
     def cancel(self, job_id: str, folder: Path) -> None:
         if self.state(job_id, folder) == RUNNING:

@@ -61,7 +61,11 @@ def train_and_evaluate(config: str, work_dir: Path) -> dict[str, Any]:
     job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or str(os.getpid())
     if _distributed_env(job_id):
         cfg.launcher = "pytorch"
-        cfg.env_cfg.dist_cfg.backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if not torch.cuda.is_available():
+            # MMEngine's launcher pins a CUDA device and gives DDP device ids: on CPUs, start gloo
+            # here (MMEngine then skips its own set-up) and wrap the model without device ids.
+            torch.distributed.init_process_group("gloo")
+            cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", broadcast_buffers=False, device_ids=None)
     runner = Runner.from_cfg(cfg)
     runner.train()
     epochs = cfg.train_cfg.max_epochs

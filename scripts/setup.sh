@@ -20,7 +20,7 @@ pip=("$py" -m pip install --quiet -c "$root/constraints.txt")
 if ! "$py" -c "import mmcv._ext" 2>/dev/null; then
     # mmcv 2.1.0 has no wheel: build it with its compiled ops against the installed torch
     # (--no-build-isolation, or the build silently skips the ops). pip caches the wheel.
-    echo "setup: building mmcv 2.1.0 with its ops (about 10 minutes on 2 cores, once per machine)" >&2
+    echo "setup: installing mmcv 2.1.0 with its ops (built from source once per machine: about 10 minutes on 2 cores)" >&2
     if command -v nvcc >/dev/null 2>&1 && command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
         export MMCV_WITH_OPS=1 FORCE_CUDA=1
     fi

@@ -1,0 +1,50 @@
+"""Against the real SLURM cluster that slurm/cluster.sh starts (skipped where none answers): a
+2-node CPU training (gloo) of a smoke model through the SLURM executor ends with metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import pytest
+from conftest import TABLE3
+from test_executors import _slurm_up
+
+from sbrrepro.configs import smoke_scale, write_configs
+from sbrrepro.dataset import SyntheticSpec, ensure_dataset
+from sbrrepro.executors import FAILED, FINISHED, SlurmExecutor, load_profile
+from sbrrepro.plan import load_plan
+from sbrrepro.results import final_metrics, load_histograms
+from sbrrepro.training import DONE_FILE, TrainingJob
+
+pytestmark = pytest.mark.skipif(not _slurm_up(), reason="no SLURM cluster answers here")
+
+
+def test_two_node_cpu_training_ends_with_metrics(tmp_path):
+    data = ensure_dataset(tmp_path / "data", SyntheticSpec(train_images=8, val_images=4))
+    scale = dataclasses.replace(smoke_scale(data), epochs=1, warmup_iters=2)
+    plan = load_plan(TABLE3)
+    plan = dataclasses.replace(plan, rows=[plan.rows[2]])  # R^3-CNN, 2 loops
+    (config,) = write_configs(plan, scale, tmp_path / "configs")
+    profile = tmp_path / "two-nodes.yaml"
+    profile.write_text("executor: slurm\nnodes: 2\ntasks_per_node: 1\ncpus_per_task: 1\npartition: debug\n"
+                       "time_min: 20\nsbatch: {mem: 1500}\n")
+    executor = SlurmExecutor(load_profile(str(profile)))
+    run_dir, folder = tmp_path / "run", tmp_path / "submitit"
+    job_id = executor.submit(TrainingJob(str(config.path), str(run_dir)), folder, "two-nodes")
+
+    deadline, state = time.time() + 600, None
+    while time.time() < deadline and state not in (FINISHED, FAILED):
+        time.sleep(2)
+        state = executor.state(job_id, folder)
+    logs = {p.name: p.read_text()[-2000:] for p in folder.glob("*_log.*")}
+    assert state == FINISHED, logs
+    # one task per node, both in one process group
+    assert {p.name for p in folder.glob(f"{job_id}_*_log.out")} == {f"{job_id}_0_log.out", f"{job_id}_1_log.out"}
+    text = next(run_dir.glob("*/*.log")).read_text()
+    assert "Distributed training: True" in text and "GPU number: 2" in text
+    done = json.loads((run_dir / DONE_FILE).read_text())
+    assert done["metrics"] == final_metrics(run_dir, 1) and "coco/segm_mAP" in done["metrics"]
+    _, series = load_histograms(run_dir)
+    assert sorted(series) == ["loop1", "loop2"] and sum(series["loop1"]) > 0
