@@ -142,6 +142,7 @@ def _apply_recipe(cfg: dict, recipe: dict[str, Any], epochs: int) -> None:
     cfg["train_cfg"] = dict(type="EpochBasedTrainLoop", max_epochs=epochs,
                             val_interval=min(recipe["val_interval"], epochs))
     cfg["optim_wrapper"] = dict(type="OptimWrapper", optimizer=dict(recipe["optimizer"]))
+    cfg["randomness"] = dict(seed=recipe["seed"])
     cfg["param_scheduler"] = [
         dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=recipe["warmup_iters"]),
         dict(type="MultiStepLR", begin=0, end=epochs, by_epoch=True, milestones=steps, gamma=0.1),

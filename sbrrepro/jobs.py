@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .configs import RowConfig
 from .executors import FAILED, FINISHED, PENDING, RUNNING, Executor, executor_of_kind
-from .study import Study
+from .study import Study, Submission
 from .training import DONE_FILE, STARTED_FILE, TrainingJob
 
 # Row states, in the order a row goes through them.
@@ -74,17 +74,36 @@ def states(study: Study, rows: list[RowConfig],
     return out
 
 
+def _unrecorded_job(folder: Path, recorded: Submission | None) -> str | None:
+    """The id of a job that a killed `sbrrepro run` submitted but did not record: submitit leaves
+    `<job id>_submitted.pkl` in the key's folder as soon as the job is submitted."""
+    pickles = sorted(folder.glob("*_submitted.pkl"), key=lambda p: p.stat().st_mtime)
+    if not pickles:
+        return None
+    newest = pickles[-1]
+    if recorded is not None and (newest.stat().st_mtime <= recorded.submitted or
+                                 newest.name.startswith(f"{recorded.job_id}_")):
+        return None
+    return newest.name.split("_", 1)[0]
+
+
 def submit(study: Study, rows: list[RowConfig], executor: Executor, retry_failed: bool = False) -> list[str]:
     """Submit every training of `rows` that is new (or failed, with retry_failed); return the keys.
-    The caller holds `study.submitting()`, and each submission is recorded as soon as it is made."""
+    The caller holds `study.submitting()`. Each submission is recorded as soon as it is made, and a
+    submission made by a `run` killed before recording it is adopted instead of being made twice."""
     submitted: list[str] = []
     wanted = {NEW, FAILED} if retry_failed else {NEW}
+    subs = study.submissions()
     for state in states(study, rows):
         if state.key in submitted or state.state not in wanted:
             continue
-        run_dir = study.run_dir(state.key)
-        job = TrainingJob(state.config, str(run_dir))
-        job_id = executor.submit(job, _submitit_folder(study, state.key), f"sbrrepro-{state.key}")
+        folder = _submitit_folder(study, state.key)
+        orphan = _unrecorded_job(folder, subs.get(state.key))
+        if orphan is not None:
+            study.record(state.key, state.config, executor.kind, orphan)
+            continue
+        job = TrainingJob(state.config, str(study.run_dir(state.key)))
+        job_id = executor.submit(job, folder, f"sbrrepro-{state.key}")
         study.record(state.key, state.config, executor.kind, job_id)
         submitted.append(state.key)
     return submitted

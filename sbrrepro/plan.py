@@ -27,6 +27,12 @@ def _metrics_check(v: list[str]) -> str | None:
     return f"unknown metric {bad[0]!r}; known: {', '.join(VOCABULARY)}" if bad else None
 
 
+def _name(v: str) -> str | None:
+    """A table's name ends up in file names: no path or shell characters."""
+    ok = v and all(c.isalnum() or c in "_-" for c in v)
+    return None if ok else f"{v!r}: use letters, digits, '_' and '-' only (e.g. '3' or 'fig3')"
+
+
 def _pair(v: list[int]) -> str | None:
     return None if len(v) == 2 and all(x > 0 for x in v) else f"expected [long edge, short edge], got {v}"
 
@@ -51,10 +57,11 @@ RECIPE_FIELDS = {
     "gpus_per_node": Field(int, check=positive),
     "image_scale": Field(("list", int), check=_pair),
     "val_interval": Field(int, 1, positive, "validate every N epochs"),
+    "seed": Field(int, 0, help="MMEngine's random seed"),
 }
 PLAN_FIELDS = {
     "paper": Field(str, check=one_of(*PAPERS)),
-    "table": Field(str, help="the table's or figure's name in the paper, e.g. '3' or 'fig3'"),
+    "table": Field(str, check=_name, help="the table's or figure's name in the paper, e.g. '3' or 'fig3'"),
     "title": Field(str),
     "metrics": Field(("list", str), check=_metrics_check),
     "tolerance": Field(float, 0.5, positive, "largest |ours - published| for a match, in points"),

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,3 +21,53 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subpro
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def slurm_up() -> bool:
+    """Whether a SLURM cluster answers here (slurm/cluster.sh starts one)."""
+    if not shutil.which("sinfo"):
+        return False
+    out = subprocess.run(["sinfo", "-h", "-t", "idle,mix,alloc", "-o", "%D"], capture_output=True, text=True)
+    return out.returncode == 0 and out.stdout.strip() != ""
+
+
+@pytest.fixture(params=["local", "slurm"])
+def executor(request):
+    """Each executor in turn: the shared conformance suite runs against all of them."""
+    from sbrrepro.executors import LocalExecutor, SlurmExecutor, load_profile
+
+    if request.param == "slurm":
+        if not slurm_up():
+            pytest.skip("no SLURM cluster answers here")
+        return SlurmExecutor(load_profile(str(REPO / "slurm" / "local-test.yaml")))
+    return LocalExecutor(load_profile(None))
+
+
+def settle(executor, job_id: str, folder: Path, timeout: float = 120) -> str:
+    """Wait until the job has finished or failed; return which."""
+    from sbrrepro.executors import FAILED, FINISHED
+
+    deadline = time.time() + timeout
+    state = None
+    while time.time() < deadline:
+        state = executor.state(job_id, folder)
+        if state in (FINISHED, FAILED):
+            return state
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} still {state} after {timeout} s")
+
+
+def interrupt(executor, job_id: str) -> None:
+    """Preempt a job as the cluster would: the signal submitit's Checkpointable answers by
+    checkpointing and requeueing."""
+    import os
+
+    import submitit
+    from submitit.local.local import LocalJobEnvironment
+
+    if executor.kind == "slurm":
+        submitit.SlurmJob(Path("/nonexistent"), job_id)._interrupt()
+    else:  # the job id is submitit's local controller; the signal goes to its tasks
+        children = Path(f"/proc/{job_id}/task/{job_id}/children").read_text().split()
+        for pid in children:
+            os.kill(int(pid), LocalJobEnvironment._usr_sig())

@@ -4,53 +4,25 @@
 from __future__ import annotations
 
 import functools
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, settle
 from submitit.slurm.slurm import _make_sbatch_string
 
 from sbrrepro.errors import UserError
-from sbrrepro.executors import FAILED, FINISHED, RUNNING, LocalExecutor, SlurmExecutor, load_profile, make_executor
-
-
-def _slurm_up() -> bool:
-    if not shutil.which("sinfo"):
-        return False
-    out = subprocess.run(["sinfo", "-h", "-t", "idle,mix,alloc", "-o", "%D"], capture_output=True, text=True)
-    return out.returncode == 0 and out.stdout.strip() != ""
-
-
-@pytest.fixture(params=["local", "slurm"])
-def executor(request, tmp_path):
-    if request.param == "slurm":
-        if not _slurm_up():
-            pytest.skip("no SLURM cluster answers here")
-        return SlurmExecutor(load_profile(str(REPO / "slurm" / "local-test.yaml")))
-    return LocalExecutor(load_profile(None))
-
-
-def _settle(executor, job_id: str, folder: Path, timeout: float = 120) -> str:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        state = executor.state(job_id, folder)
-        if state in (FINISHED, FAILED):
-            return state
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} still {state} after {timeout} s")
+from sbrrepro.executors import FAILED, FINISHED, RUNNING, SlurmExecutor, load_profile, make_executor
 
 
 def test_a_job_that_returns_finishes(executor, tmp_path):
     job_id = executor.submit(functools.partial(time.sleep, 0.1), tmp_path, "ok")
-    assert _settle(executor, job_id, tmp_path) == FINISHED
+    assert settle(executor, job_id, tmp_path) == FINISHED
 
 
 def test_a_job_that_raises_fails(executor, tmp_path):
     job_id = executor.submit(functools.partial(int, "not a number"), tmp_path, "raises")
-    assert _settle(executor, job_id, tmp_path) == FAILED
+    assert settle(executor, job_id, tmp_path) == FAILED
 
 
 def test_a_cancelled_job_fails(executor, tmp_path):
@@ -59,7 +31,7 @@ def test_a_cancelled_job_fails(executor, tmp_path):
     while executor.state(job_id, tmp_path) != RUNNING and time.time() < deadline:
         time.sleep(0.5)
     executor.cancel(job_id, tmp_path)
-    assert _settle(executor, job_id, tmp_path) == FAILED
+    assert settle(executor, job_id, tmp_path) == FAILED
 
 
 def _sbatch(profile_path: Path) -> list[str]:

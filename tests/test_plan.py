@@ -55,6 +55,7 @@ MUTATIONS = [
     ("metrics", ["bbox_AP", "box_ap"], "'metrics'", "unknown metric 'box_ap'"),
     ("rows.3.row", 9, "'rows[3].row'", "no line in"),
     ("title", _DELETE, "'title'", "missing"),
+    ("table", "../../etc/x", "'table'", "letters, digits"),
 ]
 
 

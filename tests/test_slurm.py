@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 
 import pytest
-from conftest import TABLE3
-from test_executors import _slurm_up
+from conftest import TABLE3, settle, slurm_up
 
 from sbrrepro.configs import smoke_scale, write_configs
 from sbrrepro.dataset import SyntheticSpec, ensure_dataset
-from sbrrepro.executors import FAILED, FINISHED, SlurmExecutor, load_profile
+from sbrrepro.executors import FINISHED, SlurmExecutor, load_profile
 from sbrrepro.plan import load_plan
 from sbrrepro.results import final_metrics, load_histograms
 from sbrrepro.training import DONE_FILE, TrainingJob
 
-pytestmark = pytest.mark.skipif(not _slurm_up(), reason="no SLURM cluster answers here")
+pytestmark = pytest.mark.skipif(not slurm_up(), reason="no SLURM cluster answers here")
 
 
 def test_two_node_cpu_training_ends_with_metrics(tmp_path):
@@ -34,10 +32,7 @@ def test_two_node_cpu_training_ends_with_metrics(tmp_path):
     run_dir, folder = tmp_path / "run", tmp_path / "submitit"
     job_id = executor.submit(TrainingJob(str(config.path), str(run_dir)), folder, "two-nodes")
 
-    deadline, state = time.time() + 600, None
-    while time.time() < deadline and state not in (FINISHED, FAILED):
-        time.sleep(2)
-        state = executor.state(job_id, folder)
+    state = settle(executor, job_id, folder, timeout=600)
     logs = {p.name: p.read_text()[-2000:] for p in folder.glob("*_log.*")}
     assert state == FINISHED, logs
     # one task per node, both in one process group

@@ -1,0 +1,62 @@
+"""Crashes and kills lose nothing: a preempted training resumes from its checkpoint (on every
+executor), and a submission whose `run` was killed before recording it is adopted, not repeated."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import pytest
+from conftest import TABLE3, interrupt, settle
+
+from sbrrepro import jobs
+from sbrrepro.configs import smoke_scale, write_configs
+from sbrrepro.dataset import SyntheticSpec, ensure_dataset
+from sbrrepro.executors import FINISHED, LocalExecutor
+from sbrrepro.plan import load_plan
+from sbrrepro.study import Study
+from sbrrepro.training import DONE_FILE, TrainingJob
+
+pytest.importorskip("mmcv._ext")
+
+
+@pytest.fixture(scope="module")
+def tiny_configs(tmp_path_factory):
+    """Smoke-scale configs of Table 3 rows 1 and 3 on 8 images for `epochs` epochs."""
+    tmp = tmp_path_factory.mktemp("tiny")
+    data = ensure_dataset(tmp / "data", SyntheticSpec(train_images=8, val_images=4))
+    plan = load_plan(TABLE3)
+    plan = dataclasses.replace(plan, rows=[plan.rows[0], plan.rows[2]])
+    return lambda epochs: write_configs(plan, dataclasses.replace(smoke_scale(data), epochs=epochs, warmup_iters=2),
+                                       tmp / f"configs-{epochs}")
+
+
+def test_a_preempted_training_resumes_from_its_checkpoint(executor, tiny_configs, tmp_path):
+    config = tiny_configs(4)[1]
+    run_dir, folder = tmp_path / "run", tmp_path / "submitit"
+    job_id = executor.submit(TrainingJob(str(config.path), str(run_dir)), folder, "preempted")
+    deadline = time.time() + 300
+    while not (run_dir / "epoch_1.pth").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not (run_dir / DONE_FILE).exists(), "too late to preempt"
+    interrupt(executor, job_id)
+    assert settle(executor, job_id, folder, timeout=600) == FINISHED
+    starts = sorted(run_dir.glob("*/*.log"))
+    assert len(starts) == 2, "the requeued job starts once more"
+    assert "Auto resumed from the latest checkpoint" in starts[1].read_text()
+    done = json.loads((run_dir / DONE_FILE).read_text())
+    assert done["epochs"] == 4 and "coco/bbox_mAP" in done["metrics"]
+    epochs = sorted(p.name for p in run_dir.glob("epoch_*.pth"))
+    assert epochs[-1] == "epoch_4.pth"
+
+
+def test_a_submission_left_unrecorded_by_a_killed_run_is_adopted(tiny_configs, tmp_path):
+    study = Study.open(tmp_path / "study", "smoke", create=True)
+    rows = tiny_configs(1)
+    # `run` submitted the first training, then was killed before it could record the job id.
+    key = rows[0].key
+    orphan = LocalExecutor().submit(TrainingJob("/nonexistent.py", str(study.run_dir(key))),
+                                    study.run_dir(key) / "submitit", "orphan")
+    assert jobs.submit(study, rows[:1], LocalExecutor()) == []
+    assert study.submissions()[key].job_id == orphan
