@@ -42,6 +42,8 @@ def _print_states(states, as_json: bool, todo: set[str] | None = None) -> None:
     for s in states:
         job = f"{s.executor} job {s.job_id}" if s.job_id else ""
         print(f"{s.plan:<18} row {s.row:<3} {s.label:<{width}}  {s.state:<8} {s.key:<22} {job}")
+        if s.log_tail:
+            print(f"    {s.log}:\n" + "\n".join("    | " + line for line in s.log_tail.splitlines()))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -115,6 +117,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from . import jobs
+    from .study import Study
+
+    study = Study.open(Path(args.study))
+    rows = [rc for _, rc in (study.select_rows(args.rows) if args.rows else study.rows())]
+    cancelled = jobs.cancel(study, rows)
+    print(f"cancelled {len(cancelled)} job(s)" + "".join(f"\n  {k}" for k in cancelled))
+    return 0
+
+
 def cmd_collect(args: argparse.Namespace) -> int:
     from .collect import collect
     from .report import to_terminal
@@ -133,11 +146,11 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_plot_iou(args: argparse.Namespace) -> int:
-    from .figures import default_rows, draw, panels, select_rows
+    from .figures import default_rows, draw, panels
     from .study import Study
 
     study = Study.open(Path(args.study))
-    rows = select_rows(study, args.rows) if args.rows else default_rows(study)
+    rows = study.select_rows(args.rows) if args.rows else default_rows(study)
     if not rows:
         raise UserError(str(study.root), None, "no Mask R-CNN or R^3-CNN row in this study; pass --rows")
     out = Path(args.out) if args.out else study.root / "figures" / "fig3-iou"
@@ -172,6 +185,11 @@ def parser() -> argparse.ArgumentParser:
     study_arg(status)
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+
+    cancel = sub.add_parser("cancel", help="cancel the pending and running jobs of a study (or of --rows)")
+    study_arg(cancel)
+    cancel.add_argument("--rows", nargs="+", help="rows to cancel, as N or PLAN:N (default: all)")
+    cancel.set_defaults(func=cmd_cancel)
 
     collect = sub.add_parser("collect", help="metrics of finished runs -> results.json and tables (MD, LaTeX)")
     study_arg(collect)

@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import jobs
+from .files import atomic_write
 from .metrics import VOCABULARY, from_coco
 from .plan import Plan, load_plan
 from .report import Table, to_latex, to_markdown
 from .results import final_metrics
 from .study import Study
-from .training import DONE_FILE
+from .training import DONE_FILE, PROVENANCE_FILE
 from .verify import compare
 
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
+SCALED_MARK = "†"
 
 
 def ours(study: Study, key: str) -> dict[str, float]:
@@ -58,22 +53,25 @@ def collect(study: Study) -> Collected:
         cells, verdict = compare(metrics, published, plan.metrics, plan.tolerance)
         if study.scale == "smoke" and verdict != "–":
             verdict = "smoke"  # synthetic data: the numbers are real but not comparable with the paper
+        prov_path = study.run_dir(rc.key) / PROVENANCE_FILE
+        prov = json.loads(prov_path.read_text()) if prov_path.exists() else None
         rows.append({**state.to_json(), "metrics": metrics,
                      "published": {m: cells[m].published for m in plan.metrics},
-                     "diff": {m: cells[m].diff for m in plan.metrics}, "verdict": verdict})
+                     "diff": {m: cells[m].diff for m in plan.metrics}, "verdict": verdict, "provenance": prov})
         lead = [str(rc.row), *(published[k] for k in plan_lead(plan))]
-        by_plan.setdefault(plan_path, []).append((lead, cells, verdict))
+        mark = SCALED_MARK if prov and prov["lr_scaled"] else ""
+        by_plan.setdefault(plan_path, []).append((lead, cells, verdict + mark))
 
     results = study.root / "results.json"
-    _atomic_write(results, json.dumps({"scale": study.scale, "rows": rows}, indent=1))
+    atomic_write(results, json.dumps({"scale": study.scale, "rows": rows}, indent=1))
     reports, tables = [], []
     for plan_path, table_rows in by_plan.items():
         plan = plans[plan_path]
         table = Table(f"{plan.paper} {plan.name.split('/')[1]}: {plan.title}", caption(plan, study.scale),
                       ["#", *plan_lead(plan)], plan.metrics, table_rows)
         base = study.root / "report" / plan.name.replace("/", "-")
-        _atomic_write(base.with_suffix(".md"), to_markdown(table))
-        _atomic_write(base.with_suffix(".tex"), to_latex(table))
+        atomic_write(base.with_suffix(".md"), to_markdown(table))
+        atomic_write(base.with_suffix(".tex"), to_latex(table))
         reports += [base.with_suffix(".md"), base.with_suffix(".tex")]
         tables.append(table)
     return Collected(results, reports, rows, tables)
@@ -88,6 +86,8 @@ def plan_lead(plan: Plan) -> list[str]:
 def caption(plan: Plan, scale: str) -> str:
     text = (f"Paper: as published; Ours: computed by sbrrepro; Δ = Ours − Paper. "
             f"✓ when every |Δ| ≤ {plan.tolerance:g}.")
+    text += (f" {SCALED_MARK} trained with another total batch than the paper's (other GPU count), "
+             "lr scaled linearly.")
     if scale == "smoke":
         text += (" Smoke scale: trained and evaluated on sbrrepro's small synthetic dataset with ResNet-18, "
                  "so Ours is not comparable with the paper (no verdict).")

@@ -221,6 +221,8 @@ class SlurmExecutor:
         params: dict[str, Any] = dict(
             job_name=name, nodes=p.nodes, ntasks_per_node=p.tasks_per_node or max(1, gpus),
             time=p.time_min, setup=list(p.setup), signal_delay_s=120,
+            # one failed task ends the job, instead of leaving the others waiting for it
+            srun_args=["--kill-on-bad-exit=1"],
         )
         for key in ("partition", "cpus_per_task", "account", "qos"):
             if getattr(p, key) is not None:

@@ -39,21 +39,6 @@ def default_rows(study: Study) -> list[tuple[str, RowConfig]]:
     return chosen
 
 
-def select_rows(study: Study, wanted: list[str]) -> list[tuple[str, RowConfig]]:
-    """Rows named as 'N' or 'PLAN:N' (e.g. 'sbr-cnn/table3:4')."""
-    registered = study.rows()
-    out = []
-    for w in wanted:
-        plan, _, number = w.rpartition(":")
-        found = [(p, r) for p, r in registered if str(r.row) == number and (not plan or r.plan == plan)]
-        if len(found) != 1:
-            have = ", ".join(f"{r.plan}:{r.row}" for _, r in registered)
-            problem = "is ambiguous" if found else "is not in this study"
-            raise UserError(str(study.root), "--rows", f"{w!r} {problem}; rows: {have}")
-        out.append(found[0])
-    return out
-
-
 def _series_label(name: str, thresholds: list[float] | None) -> str:
     if name.startswith("loop") and thresholds:
         k = int(name[4:])

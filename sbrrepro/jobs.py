@@ -18,6 +18,7 @@ from .training import DONE_FILE, STARTED_FILE, TrainingJob
 
 # Row states, in the order a row goes through them.
 NEW, DONE = "new", "done"
+TAIL_LINES = 15
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class RowState:
     job_id: str | None = None
     executor: str | None = None
     log: str | None = None
+    log_tail: str | None = None  # the end of a failed job's log
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -66,11 +68,14 @@ def states(study: Study, rows: list[RowConfig],
         sub = subs.get(r.key)
         if r.key not in cache:
             cache[r.key] = key_state(study, r.key, sub, executor_for)
-        log = None
+        log = tail = None
         if sub is not None:
-            log = str(_submitit_folder(study, r.key) / f"{sub.job_id}_0_log.err")
+            log = _submitit_folder(study, r.key) / f"{sub.job_id}_0_log.err"
+            if cache[r.key] == FAILED and log.exists():
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-TAIL_LINES:])
         out.append(RowState(r.plan, r.row, r.label, str(r.path), r.key, r.key.rsplit("-", 1)[1], cache[r.key],
-                            sub.job_id if sub else None, sub.executor if sub else None, log))
+                            sub.job_id if sub else None, sub.executor if sub else None,
+                            str(log) if log else None, tail))
     return out
 
 
@@ -107,3 +112,15 @@ def submit(study: Study, rows: list[RowConfig], executor: Executor, retry_failed
         study.record(state.key, state.config, executor.kind, job_id)
         submitted.append(state.key)
     return submitted
+
+
+def cancel(study: Study, rows: list[RowConfig]) -> list[str]:
+    """Cancel the pending or running jobs of `rows`; return the keys cancelled."""
+    subs = study.submissions()
+    cancelled = []
+    for state in states(study, rows):
+        if state.key not in cancelled and state.state in (PENDING, RUNNING):
+            sub = subs[state.key]
+            executor_of_kind(sub.executor).cancel(sub.job_id, _submitit_folder(study, state.key))
+            cancelled.append(state.key)
+    return cancelled

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .configs import RowConfig
 from .errors import UserError
+from .files import atomic_write
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -75,9 +76,7 @@ class Study:
         if not create:
             raise UserError(str(root), None, "no study here; `sbrrepro run PLAN` makes one (or pass --study DIR)")
         root.mkdir(parents=True, exist_ok=True)
-        tmp = meta.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"scale": scale or "full", "created": time.time()}))
-        tmp.replace(meta)
+        atomic_write(meta, json.dumps({"scale": scale or "full", "created": time.time()}))
         return cls(root, scale or "full")
 
     @property
@@ -122,6 +121,20 @@ class Study:
             found = con.execute("SELECT plan_path, plan, row, model, label, config, key FROM rows "
                                 "ORDER BY plan, row").fetchall()
         return [(f[0], RowConfig(f[1], f[2], f[3], f[4], Path(f[5]), f[6])) for f in found]
+
+    def select_rows(self, wanted: list[str]) -> list[tuple[str, RowConfig]]:
+        """Rows named as 'N' or 'PLAN:N' (e.g. 'sbr-cnn/table3:4')."""
+        registered = self.rows()
+        out = []
+        for w in wanted:
+            plan, _, number = w.rpartition(":")
+            found = [(p, r) for p, r in registered if str(r.row) == number and (not plan or r.plan == plan)]
+            if len(found) != 1:
+                have = ", ".join(f"{r.plan}:{r.row}" for _, r in registered)
+                problem = "is ambiguous" if found else "is not in this study"
+                raise UserError(str(self.root), "rows", f"{w!r} {problem}; rows: {have}")
+            out.append(found[0])
+        return out
 
     def submissions(self) -> dict[str, Submission]:
         with self._db() as con:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 import zlib
 from pathlib import Path
@@ -15,9 +16,11 @@ from typing import Any
 
 import submitit
 
+from .files import atomic_write
 from .results import final_metrics
 
 DONE_FILE = "done.json"
+PROVENANCE_FILE = "provenance.json"
 STARTED_FILE = "started"
 
 
@@ -29,8 +32,9 @@ def _distributed_env(job_id: str) -> bool:
         return False
     if env.num_tasks <= 1:
         return False
-    # A port per job: concurrent jobs sharing a node would collide on MMEngine's fixed 29500.
-    port = 20000 + zlib.crc32(job_id.encode()) % 20000
+    # A port per job: concurrent jobs sharing a node would collide on MMEngine's fixed 29500. Below
+    # Linux's ephemeral range (32768-60999), where client sockets could already hold it.
+    port = 20000 + zlib.crc32(job_id.encode()) % 12000
     os.environ.update(RANK=str(env.global_rank), LOCAL_RANK=str(env.local_rank),
                       WORLD_SIZE=str(env.num_tasks), MASTER_ADDR=env.hostnames[0], MASTER_PORT=str(port))
     return True
@@ -67,6 +71,8 @@ def train_and_evaluate(config: str, work_dir: Path) -> dict[str, Any]:
             torch.distributed.init_process_group("gloo")
             cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", broadcast_buffers=False, device_ids=None)
     runner = Runner.from_cfg(cfg)
+    if _rank() == 0:
+        atomic_write(work_dir / PROVENANCE_FILE, json.dumps(provenance(cfg, job_id), indent=1))
     runner.train()
     epochs = cfg.train_cfg.max_epochs
     metrics = final_metrics(work_dir, epochs)
@@ -75,8 +81,51 @@ def train_and_evaluate(config: str, work_dir: Path) -> dict[str, Any]:
         metrics = final_metrics(work_dir, epochs) or {}
     trainable = sum(p.numel() for p in runner.model.parameters() if p.requires_grad)
     summary = {"metrics": metrics, "epochs": epochs, "trainable_params": trainable, "finished": time.time()}
-    if int(os.environ.get("RANK", "0")) == 0:
-        tmp = work_dir / f"{DONE_FILE}.tmp"
-        tmp.write_text(json.dumps(summary, indent=1))
-        tmp.replace(work_dir / DONE_FILE)
+    if _rank() == 0:
+        atomic_write(work_dir / DONE_FILE, json.dumps(summary, indent=1))
     return summary
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def provenance(cfg, job_id: str) -> dict[str, Any]:
+    """What this run was made with: library versions, the project's commit, devices, batch and the
+    effective learning rate (MMEngine scales it linearly when the total batch differs from the
+    paper's; such runs are flagged)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    def ver(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_gpu = cfg.train_dataloader.batch_size
+    paper_batch = cfg.auto_scale_lr.base_batch_size
+    lr = cfg.optim_wrapper.optimizer.lr
+    commit = subprocess.run(["git", "-C", str(Path(__file__).parent), "describe", "--always", "--dirty"],
+                            capture_output=True, text=True)
+    cuda = torch.cuda.is_available()
+    return {
+        "versions": {n: ver(n) for n in ("sbrrepro", "torch", "mmcv", "mmdet", "mmengine", "numpy", "pycocotools",
+                                         "submitit")},
+        "sbrrepro_commit": commit.stdout.strip() or None,
+        "job_id": job_id,
+        "hosts": os.environ.get("SLURM_JOB_NODELIST") or os.uname().nodename,
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "processes": world,
+        "gpus": world if cuda else 0,
+        "images_per_process": per_gpu,
+        "batch": world * per_gpu,
+        "paper_batch": paper_batch,
+        "lr_config": lr,
+        "lr_effective": lr * world * per_gpu / paper_batch,
+        "lr_scaled": world * per_gpu != paper_batch,
+        "seed": cfg.randomness.seed,
+        "started": time.time(),
+    }

@@ -66,6 +66,8 @@ def test_collect_reads_the_metrics_the_runs_computed(study, cli):
         assert row["metrics"]["segm_AP"] == round(100 * val["coco/segm_mAP"], 1)
         assert row["diff"]["bbox_AP"] == round(row["metrics"]["bbox_AP"] - float(published[number]["bbox_AP"]), 1)
         assert row["verdict"] == "smoke"
+        assert row["provenance"]["seed"] == 0 and not row["provenance"]["lr_scaled"]
+        assert row["provenance"]["versions"]["mmdet"] == "3.3.0"
     printed = cli("collect", "--study", str(root))
     assert "Mask" in printed.stdout and "sbr-cnn-table3.md" in printed.stdout
     md = (root / "report" / "sbr-cnn-table3.md").read_text()

@@ -60,3 +60,20 @@ def test_a_submission_left_unrecorded_by_a_killed_run_is_adopted(tiny_configs, t
                                     study.run_dir(key) / "submitit", "orphan")
     assert jobs.submit(study, rows[:1], LocalExecutor()) == []
     assert study.submissions()[key].job_id == orphan
+    # that job fails (its config does not exist): status says so, with the end of its log
+    assert settle(LocalExecutor(), orphan, study.run_dir(key) / "submitit") == "failed"
+    (state,) = jobs.states(study, rows[:1])
+    assert state.state == "failed" and "/nonexistent.py" in state.log_tail
+
+
+def test_cancel_stops_a_running_training(tiny_configs, tmp_path, cli):
+    study = Study.open(tmp_path / "study", "smoke", create=True)
+    rows = tiny_configs(50)[:1]
+    study.register(TABLE3, rows)
+    assert jobs.submit(study, rows, LocalExecutor()) == [rows[0].key]
+    result = cli("cancel", "--study", str(study.root))
+    assert result.returncode == 0 and f"cancelled 1 job(s)\n  {rows[0].key}" in result.stdout
+    sub = study.submissions()[rows[0].key]
+    assert settle(LocalExecutor(), sub.job_id, study.run_dir(rows[0].key) / "submitit") == "failed"
+    assert [s.state for s in jobs.states(study, rows)] == ["failed"]
+    assert "cancelled 0 job(s)" in cli("cancel", "--study", str(study.root)).stdout

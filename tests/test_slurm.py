@@ -41,5 +41,8 @@ def test_two_node_cpu_training_ends_with_metrics(tmp_path):
     assert "Distributed training: True" in text and "GPU number: 2" in text
     done = json.loads((run_dir / DONE_FILE).read_text())
     assert done["metrics"] == final_metrics(run_dir, 1) and "coco/segm_mAP" in done["metrics"]
+    prov = json.loads((run_dir / "provenance.json").read_text())
+    assert prov["processes"] == 2 and prov["batch"] == 2 * prov["images_per_process"]
+    assert prov["lr_scaled"] and prov["lr_effective"] == 2 * prov["lr_config"]  # flagged: the paper's batch differs
     _, series = load_histograms(run_dir)
     assert sorted(series) == ["loop1", "loop2"] and sum(series["loop1"]) > 0

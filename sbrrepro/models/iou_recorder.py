@@ -10,7 +10,6 @@ all ranks at the end of each epoch and writes them into the work dir, so no per-
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from mmdet.structures.bbox import bbox_overlaps
 from mmengine import dist
 from mmengine.hooks import Hook
 
+from ..files import atomic_write
 from ..results import HISTOGRAM_FILE
 
 BIN_EDGES = np.round(np.arange(0.5, 1.0001, 0.05), 2)
@@ -77,6 +77,4 @@ class IoUHistogramHook(Hook):
         path = Path(runner.work_dir) / HISTOGRAM_FILE
         data = json.loads(path.read_text()) if path.exists() else {"bin_edges": BIN_EDGES.tolist(), "epochs": {}}
         data["epochs"][str(runner.epoch + 1)] = {s: c.tolist() for s, c in zip(series, counts)}
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(path)
+        atomic_write(path, json.dumps(data, indent=1))
