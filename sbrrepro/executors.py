@@ -10,6 +10,7 @@ import fcntl
 import os
 import re
 import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -240,9 +241,14 @@ class SlurmExecutor:
         return ex.submit(job).job_id
 
     def state(self, job_id: str, folder: Path) -> str:
-        raw = submitit.SlurmJob(folder, job_id).state.split()[0] if job_id else "UNKNOWN"
+        """From sacct (through submitit); where accounting is off, from squeue and the job folder."""
+        raw = submitit.SlurmJob(folder, job_id).state.split()[0]
         if raw == "UNKNOWN":
-            return UNKNOWN
+            queued = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
+            if queued.returncode == 0 and queued.stdout.strip():
+                raw = queued.stdout.split()[0]
+            else:  # gone from the queue: its result pickle tells how it ended
+                return _result_state(job_id, folder)
         return _SLURM_STATES.get(raw, FAILED)
 
     def cancel(self, job_id: str, folder: Path) -> None:

@@ -7,7 +7,7 @@ import dataclasses
 import json
 
 import pytest
-from conftest import TABLE3, settle, slurm_up
+from conftest import REPO, TABLE3, settle, slurm_up
 
 from sbrrepro.configs import smoke_scale, write_configs
 from sbrrepro.dataset import SyntheticSpec, ensure_dataset
@@ -46,3 +46,22 @@ def test_two_node_cpu_training_ends_with_metrics(tmp_path):
     assert prov["lr_scaled"] and prov["lr_effective"] == 2 * prov["lr_config"]  # flagged: the paper's batch differs
     _, series = load_histograms(run_dir)
     assert sorted(series) == ["loop1", "loop2"] and sum(series["loop1"]) > 0
+
+
+def test_states_without_accounting_come_from_squeue_and_the_job_folder(tmp_path, monkeypatch):
+    """Clusters without sacct: a `sacct` that fails stands for accounting being off."""
+    import functools
+    import os
+    import time as _time
+
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "sacct").write_text("#!/bin/sh\necho 'accounting storage is disabled' >&2\nexit 1\n")
+    (shim / "sacct").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")
+    executor = SlurmExecutor(load_profile(str(REPO / "slurm" / "local-test.yaml")))
+    ok = executor.submit(functools.partial(_time.sleep, 3), tmp_path / "ok", "ok")
+    assert executor.state(ok, tmp_path / "ok") in ("pending", "running")
+    assert settle(executor, ok, tmp_path / "ok") == FINISHED
+    bad = executor.submit(functools.partial(int, "x"), tmp_path / "bad", "bad")
+    assert settle(executor, bad, tmp_path / "bad") == "failed"
