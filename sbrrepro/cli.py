@@ -41,7 +41,8 @@ def _print_states(states, as_json: bool, todo: set[str] | None = None) -> None:
     width = max((len(s.label) for s in states), default=5)
     for s in states:
         job = f"{s.executor} job {s.job_id}" if s.job_id else ""
-        print(f"{s.plan:<18} row {s.row:<3} {s.label:<{width}}  {s.state:<8} {s.key:<22} {job}")
+        shared = f"evaluates {s.train_key}" if s.eval_only else ""
+        print(f"{s.plan:<18} row {s.row:<3} {s.label:<{width}}  {s.state:<8} {s.key:<22} {job:<18} {shared}")
         if s.log_tail:
             print(f"    {s.log}:\n" + "\n".join("    | " + line for line in s.log_tail.splitlines()))
 
@@ -74,16 +75,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         rows += written
     if args.dry_run:
         states = jobs.states(study, rows)
-        todo = {s.key for s in states if s.state == jobs.NEW or (args.retry_failed and s.state == "failed")}
+        redo = {jobs.NEW, "failed"} if args.retry_failed else {jobs.NEW}
+        todo = {s.key for s in states if s.state in redo}
         _print_states(states, args.json, todo)
         if not args.json:
-            print(f"dry run: would submit {len(todo)} training(s) for {len(rows)} row(s); nothing submitted")
+            trainings = {r.train_key for r in rows}
+            evaluations = {r.key for r in rows if r.eval_only}
+            print(f"dry run: {len(rows)} row(s), {len(trainings)} unique training(s), {len(evaluations)} "
+                  f"evaluation-only job(s); would submit {len(todo)} job(s); nothing submitted")
         return 0
     if args.smoke:
         ensure_dataset(study_root / "data")
     with study.submitting():
         submitted = jobs.submit(study, rows, executor, retry_failed=args.retry_failed)
-    print(f"submitted {len(submitted)} training(s) ({executor.kind}) for {len(rows)} row(s) in {study.root}")
+    print(f"submitted {len(submitted)} job(s) ({executor.kind}) for {len(rows)} row(s) in {study.root}")
     if args.wait:
         return _wait(study, rows)
     _print_states(jobs.states(study, rows), False)

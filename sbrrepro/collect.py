@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from . import jobs
+from .configs import RowConfig
 from .files import atomic_write
 from .metrics import VOCABULARY, from_coco
 from .plan import Plan, load_plan
@@ -20,11 +21,12 @@ from .verify import compare
 SCALED_MARK = "†"
 
 
-def ours(study: Study, key: str) -> dict[str, float]:
-    """Our metrics for a finished training, computed from its work dir."""
-    run_dir = study.run_dir(key)
+def ours(study: Study, rc: RowConfig) -> dict[str, float]:
+    """Our metrics for a finished row: CocoMetric's output in its training's log, or for an
+    evaluation-only row, in what its evaluation job kept of `runner.test()`."""
+    run_dir = study.run_dir(rc.key)
     done = json.loads((run_dir / DONE_FILE).read_text())
-    coco = final_metrics(run_dir, done["epochs"])
+    coco = done["metrics"] if rc.eval_only else final_metrics(run_dir, done["epochs"])
     return from_coco(coco or {})
 
 
@@ -48,12 +50,12 @@ def collect(study: Study) -> Collected:
     for plan_path, rc in registered:
         plan = plans[plan_path]
         state = state_of[(rc.plan, rc.row)]
-        metrics = ours(study, rc.key) if state.state == jobs.DONE else {}
+        metrics = ours(study, rc) if state.state == jobs.DONE else {}
         published = plan.published[rc.row]
         cells, verdict = compare(metrics, published, plan.metrics, plan.tolerance)
         if study.scale == "smoke" and verdict != "–":
             verdict = "smoke"  # synthetic data: the numbers are real but not comparable with the paper
-        prov_path = study.run_dir(rc.key) / PROVENANCE_FILE
+        prov_path = study.run_dir(rc.train_key) / PROVENANCE_FILE
         prov = json.loads(prov_path.read_text()) if prov_path.exists() else None
         rows.append({**state.to_json(), "metrics": metrics,
                      "published": {m: cells[m].published for m in plan.metrics},

@@ -93,10 +93,16 @@ def load_profile(spec: str | None) -> Profile:
     return Profile(path.stem, validate(data or {}, PROFILE_FIELDS, str(path)))
 
 
+Job = tuple[str, Path]  # a submitted job: its id and its submitit folder
+
+
 class Executor(Protocol):
     kind: str
 
-    def submit(self, job: Callable[[], Any], folder: Path, name: str) -> str: ...
+    def submit(self, job: Callable[[], Any], folder: Path, name: str, after: Job | None = None) -> str:
+        """Submit `job`; with `after` (a job of this executor: id and folder), start it once that
+        job has ended."""
+        ...
 
     def state(self, job_id: str, folder: Path) -> str: ...
 
@@ -138,13 +144,17 @@ class _Slot:
 
 
 class Queued(submitit.helpers.Checkpointable):
-    """Runs `fn` once it holds one of `slots` training slots of this machine, with `threads` CPU
-    threads (None: torch's default). Requeued as a whole when `fn` is Checkpointable."""
+    """Runs `fn` once the local job `after` (id, folder) has ended and it holds one of `slots`
+    training slots of this machine, with `threads` CPU threads (None: torch's default). Requeued
+    as a whole when `fn` is Checkpointable."""
 
-    def __init__(self, fn: Callable[[], Any], slot_dir: Path, slots: int, threads: int | None) -> None:
-        self.fn, self.slot_dir, self.slots, self.threads = fn, slot_dir, slots, threads
+    def __init__(self, fn: Callable[[], Any], slot_dir: Path, slots: int, threads: int | None,
+                 after: Job | None = None) -> None:
+        self.fn, self.slot_dir, self.slots, self.threads, self.after = fn, slot_dir, slots, threads, after
 
     def __call__(self) -> Any:
+        while self.after and LocalExecutor().state(*self.after) == RUNNING:  # holds no slot meanwhile
+            time.sleep(2)
         if self.threads:
             import torch
 
@@ -169,7 +179,7 @@ class LocalExecutor:
 
         return torch.cuda.device_count()
 
-    def submit(self, job: Any, folder: Path, name: str) -> str:
+    def submit(self, job: Callable[[], Any], folder: Path, name: str, after: Job | None = None) -> str:
         gpus = self._gpus()
         ex = submitit.LocalExecutor(folder=folder)
         ex.update_parameters(timeout_min=self.profile.time_min, gpus_per_node=gpus,
@@ -178,7 +188,7 @@ class LocalExecutor:
         # One CPU training per core beats one training on all cores: MMCV's CPU RoIAlign is serial.
         parallel = self.profile.parallel or (1 if gpus else min(4, cores))
         threads = None if gpus else max(1, cores // parallel)
-        return ex.submit(Queued(job, SLOTS_DIR, parallel, threads)).job_id
+        return ex.submit(Queued(job, SLOTS_DIR, parallel, threads, after)).job_id
 
     def state(self, job_id: str, folder: Path) -> str:
         paths = JobPaths(folder, job_id, 0)
@@ -235,9 +245,12 @@ class SlurmExecutor:
         params["additional_parameters"] = dict(p.sbatch)
         return params
 
-    def submit(self, job: Any, folder: Path, name: str) -> str:
+    def submit(self, job: Callable[[], Any], folder: Path, name: str, after: Job | None = None) -> str:
         ex = submitit.SlurmExecutor(folder=folder)
-        ex.update_parameters(**self.parameters(name))
+        params = self.parameters(name)
+        if after:
+            params["dependency"] = f"afterok:{after[0]}"
+        ex.update_parameters(**params)
         return ex.submit(job).job_id
 
     def state(self, job_id: str, folder: Path) -> str:

@@ -29,8 +29,9 @@ def default_rows(study: Study) -> list[tuple[str, RowConfig]]:
     """The paper's Fig. 3: the first Mask R-CNN row, and the R^3-CNN row with 3 training loops
     (else the one with the most loops)."""
     registered = study.rows()
-    masks = [(p, r) for p, r in registered if r.model == "mask_rcnn"]
-    r3 = [(p, r, load_plan(p).rows) for p, r in registered if r.model == "r3_cnn"]
+    trained = [(p, r) for p, r in registered if not r.eval_only]
+    masks = [(p, r) for p, r in trained if r.model == "mask_rcnn"]
+    r3 = [(p, r, load_plan(p).rows) for p, r in trained if r.model == "r3_cnn"]
     loops = {(p, r.row): next(x.options["loops"] for x in rows if x.number == r.row) for p, r, rows in r3}
     chosen = masks[:1]
     if r3:
@@ -49,9 +50,9 @@ def _series_label(name: str, thresholds: list[float] | None) -> str:
 def panels(study: Study, rows: list[tuple[str, RowConfig]]) -> list[Panel]:
     out = []
     for i, (plan_path, rc) in enumerate(rows):
-        loaded = load_histograms(study.run_dir(rc.key))
+        loaded = load_histograms(study.run_dir(rc.train_key))  # recorded by the training
         if loaded is None:
-            raise UserError(str(study.run_dir(rc.key)), None,
+            raise UserError(str(study.run_dir(rc.train_key)), None,
                             f"no IoU histograms yet for {rc.plan} row {rc.row}; it is written at each "
                             "epoch's end of its training (see `sbrrepro status`)")
         edges, series = loaded

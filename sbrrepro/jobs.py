@@ -1,8 +1,9 @@
 """Stage 3: row configs -> jobs. Decides what to submit, submits it, and reports each row's state.
 
-A training is identified by its key (model + content hash of its config): rows with the same key
-share one job. A key's state comes from its work dir first (`done.json` is written last), then from
-the executor that ran its recorded job.
+A training is identified by its key (model + content hash of its config): rows with the same key,
+in one plan or several, share one job. An evaluation-only row (same training, other test-time
+settings) gets an evaluation job that starts once its training has ended. A key's state comes from
+its work dir first (`done.json` is written last), then from the executor that ran its recorded job.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .configs import RowConfig
-from .executors import FAILED, FINISHED, PENDING, RUNNING, Executor, executor_of_kind
+from .executors import FAILED, FINISHED, PENDING, RUNNING, Executor, Job, executor_of_kind
 from .study import Study, Submission
-from .training import DONE_FILE, STARTED_FILE, TrainingJob
+from .training import DONE_FILE, STARTED_FILE, EvalJob, TrainingJob
 
 # Row states, in the order a row goes through them.
 NEW, DONE = "new", "done"
@@ -31,6 +32,8 @@ class RowState:
     config: str
     key: str
     hash: str
+    train_key: str
+    eval_only: bool
     state: str
     job_id: str | None = None
     executor: str | None = None
@@ -63,17 +66,25 @@ def states(study: Study, rows: list[RowConfig],
            executor_for: Callable[[str], Executor] = executor_of_kind) -> list[RowState]:
     subs = study.submissions()
     cache: dict[str, str] = {}
+
+    def state_of(key: str) -> str:
+        if key not in cache:
+            cache[key] = key_state(study, key, subs.get(key), executor_for)
+        return cache[key]
+
     out = []
     for r in rows:
         sub = subs.get(r.key)
-        if r.key not in cache:
-            cache[r.key] = key_state(study, r.key, sub, executor_for)
+        state = state_of(r.key)
+        if r.eval_only and state == NEW and state_of(r.train_key) == FAILED:
+            state = FAILED  # nothing to evaluate
         log = tail = None
         if sub is not None:
             log = _submitit_folder(study, r.key) / f"{sub.job_id}_0_log.err"
-            if cache[r.key] == FAILED and log.exists():
+            if state == FAILED and log.exists():
                 tail = "\n".join(log.read_text(errors="replace").splitlines()[-TAIL_LINES:])
-        out.append(RowState(r.plan, r.row, r.label, str(r.path), r.key, r.key.rsplit("-", 1)[1], cache[r.key],
+        out.append(RowState(r.plan, r.row, r.label, str(r.path), r.key, r.key.rsplit("-", 1)[1], r.train_key,
+                            r.eval_only, state,
                             sub.job_id if sub else None, sub.executor if sub else None,
                             str(log) if log else None, tail))
     return out
@@ -93,24 +104,35 @@ def _unrecorded_job(folder: Path, recorded: Submission | None) -> str | None:
 
 
 def submit(study: Study, rows: list[RowConfig], executor: Executor, retry_failed: bool = False) -> list[str]:
-    """Submit every training of `rows` that is new (or failed, with retry_failed); return the keys.
+    """Submit every job that `rows` need and that is new (or failed, with retry_failed): each
+    training once, then each evaluation-only job, after its training. Return the keys submitted.
     The caller holds `study.submitting()`. Each submission is recorded as soon as it is made, and a
     submission made by a `run` killed before recording it is adopted instead of being made twice."""
-    submitted: list[str] = []
     wanted = {NEW, FAILED} if retry_failed else {NEW}
     subs = study.submissions()
-    for state in states(study, rows):
-        if state.key in submitted or state.state not in wanted:
+    submitted: list[str] = []
+
+    def send(key: str, config: Path, job, after: Job | None = None) -> None:
+        folder = _submitit_folder(study, key)
+        orphan = _unrecorded_job(folder, subs.get(key))
+        job_id = orphan or executor.submit(job, folder, f"sbrrepro-{key}", after)
+        study.record(key, str(config), executor.kind, job_id)
+        if orphan is None:
+            submitted.append(key)
+
+    trainings = {r.train_key: r.train_path for r in rows}
+    for key, config in trainings.items():
+        if key_state(study, key, subs.get(key), executor_of_kind) in wanted:
+            send(key, config, TrainingJob(str(config), str(study.run_dir(key))))
+    subs = study.submissions()
+    evaluations = {r.key: r for r in rows if r.eval_only}
+    for key, r in evaluations.items():
+        train_state = key_state(study, r.train_key, subs.get(r.train_key), executor_of_kind)
+        if train_state == FAILED or key_state(study, key, subs.get(key), executor_of_kind) not in wanted:
             continue
-        folder = _submitit_folder(study, state.key)
-        orphan = _unrecorded_job(folder, subs.get(state.key))
-        if orphan is not None:
-            study.record(state.key, state.config, executor.kind, orphan)
-            continue
-        job = TrainingJob(state.config, str(study.run_dir(state.key)))
-        job_id = executor.submit(job, folder, f"sbrrepro-{state.key}")
-        study.record(state.key, state.config, executor.kind, job_id)
-        submitted.append(state.key)
+        train = subs[r.train_key] if train_state != DONE else None
+        after = (train.job_id, _submitit_folder(study, r.train_key)) if train else None
+        send(key, r.path, EvalJob(str(r.path), str(study.run_dir(r.train_key)), str(study.run_dir(key))), after)
     return submitted
 
 

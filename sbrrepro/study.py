@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS rows (
     label TEXT NOT NULL,
     config TEXT NOT NULL,
     key TEXT NOT NULL,
+    train_config TEXT NOT NULL,
+    train_key TEXT NOT NULL,
     PRIMARY KEY (plan, row)
 )
 """
@@ -111,16 +113,17 @@ class Study:
         """Remember which plan rows this study holds and the training each row needs."""
         with self._db() as con:
             con.executemany(
-                "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(r.plan, r.row, str(plan_path.resolve()), r.model, r.label, str(r.path), r.key) for r in rows],
+                "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r.plan, r.row, str(plan_path.resolve()), r.model, r.label, str(r.path), r.key, str(r.train_path),
+                  r.train_key) for r in rows],
             )
 
     def rows(self) -> list[tuple[str, RowConfig]]:
         """(plan file, row config) for every registered row, in plan and row order."""
         with self._db() as con:
-            found = con.execute("SELECT plan_path, plan, row, model, label, config, key FROM rows "
-                                "ORDER BY plan, row").fetchall()
-        return [(f[0], RowConfig(f[1], f[2], f[3], f[4], Path(f[5]), f[6])) for f in found]
+            found = con.execute("SELECT plan_path, plan, row, model, label, config, key, train_config, train_key "
+                                "FROM rows ORDER BY plan, row").fetchall()
+        return [(f[0], RowConfig(f[1], f[2], f[3], f[4], Path(f[5]), f[6], Path(f[7]), f[8])) for f in found]
 
     def select_rows(self, wanted: list[str]) -> list[tuple[str, RowConfig]]:
         """Rows named as 'N' or 'PLAN:N' (e.g. 'sbr-cnn/table3:4')."""

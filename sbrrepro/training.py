@@ -54,14 +54,15 @@ class TrainingJob(submitit.helpers.Checkpointable):
         return train_and_evaluate(self.config, work_dir)
 
 
-def train_and_evaluate(config: str, work_dir: Path) -> dict[str, Any]:
+def _runner(config: str, work_dir: Path, **settings: Any):
+    """MMEngine's runner for `config` in `work_dir`, distributed when the job has several tasks."""
     import torch
     from mmengine.config import Config
     from mmengine.runner import Runner
 
     cfg = Config.fromfile(config)  # imports sbrrepro.models: plugins and the checkpoint fix
     cfg.work_dir = str(work_dir)
-    cfg.resume = True  # from work_dir/last_checkpoint when there is one
+    cfg.update(settings)
     job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or str(os.getpid())
     if _distributed_env(job_id):
         cfg.launcher = "pytorch"
@@ -73,6 +74,11 @@ def train_and_evaluate(config: str, work_dir: Path) -> dict[str, Any]:
     runner = Runner.from_cfg(cfg)
     if _rank() == 0:
         atomic_write(work_dir / PROVENANCE_FILE, json.dumps(provenance(cfg, job_id), indent=1))
+    return cfg, runner
+
+
+def train_and_evaluate(config: str, work_dir: Path) -> dict[str, Any]:
+    cfg, runner = _runner(config, work_dir, resume=True)  # from work_dir/last_checkpoint if any
     runner.train()
     epochs = cfg.train_cfg.max_epochs
     metrics = final_metrics(work_dir, epochs)
@@ -84,6 +90,30 @@ def train_and_evaluate(config: str, work_dir: Path) -> dict[str, Any]:
     if _rank() == 0:
         atomic_write(work_dir / DONE_FILE, json.dumps(summary, indent=1))
     return summary
+
+
+class EvalJob(submitit.helpers.Checkpointable):
+    """Evaluates the finished training in `train_dir` with the test-time settings of `config`
+    (an evaluation-only row, e.g. other evaluation loops); CocoMetric's output goes to done.json."""
+
+    def __init__(self, config: str, train_dir: str, work_dir: str) -> None:
+        self.config, self.train_dir, self.work_dir = config, train_dir, work_dir
+
+    def __call__(self) -> dict[str, Any]:
+        train_dir, work_dir = Path(self.train_dir), Path(self.work_dir)
+        if not (train_dir / DONE_FILE).exists():
+            raise RuntimeError(f"the training in {train_dir} has not finished: nothing to evaluate")
+        epochs = json.loads((train_dir / DONE_FILE).read_text())["epochs"]
+        checkpoint = train_dir / f"epoch_{epochs}.pth"
+        work_dir.mkdir(parents=True, exist_ok=True)
+        (work_dir / STARTED_FILE).touch()
+        _, runner = _runner(self.config, work_dir, load_from=str(checkpoint), resume=False)
+        metrics = runner.test()
+        summary = {"metrics": {k: float(v) for k, v in metrics.items()}, "checkpoint": str(checkpoint),
+                   "finished": time.time()}
+        if _rank() == 0:
+            atomic_write(work_dir / DONE_FILE, json.dumps(summary, indent=1))
+        return summary
 
 
 def _rank() -> int:

@@ -26,6 +26,9 @@ class ModelSpec:
     options: dict[str, Field] = field(default_factory=dict)
     # Cross-field check and completion of defaults that depend on other options.
     finish: Callable[[dict[str, Any]], dict[str, Any] | str] = lambda o: o
+    # The options of the training a row needs: its test-time-only options set as that training
+    # evaluates itself. Rows that differ only in those share one training (evaluation-only rows).
+    training: Callable[[dict[str, Any]], dict[str, Any]] = lambda o: o
 
 
 def _in_range(lo: int, hi: int) -> Callable[[Any], str | None]:
@@ -52,6 +55,14 @@ def _finish_r3(o: dict[str, Any]) -> dict[str, Any] | str:
             "loss_weights": weights}
 
 
+def _training_r3(o: dict[str, Any]) -> dict[str, Any]:
+    """L_e only matters at test time; so does the tail of the alternation past L_t, unless it names
+    a pair that training never uses (then the weights differ and nothing is shared)."""
+    train_alt = o["alternation"][: o["loops"]]
+    alternation = train_alt if set(train_alt) == set(o["alternation"]) else o["alternation"]
+    return {**o, "eval_loops": o["loops"], "alternation": alternation}
+
+
 MODELS: dict[str, ModelSpec] = {
     "mask_rcnn": ModelSpec("Mask R-CNN", "Mask R-CNN, ResNet-FPN (MMDetection's stock model)"),
     "r3_cnn": ModelSpec(
@@ -66,5 +77,6 @@ MODELS: dict[str, ModelSpec] = {
             "mask_loop": Field(bool, True, None, "chain the mask head over the previous loops in training"),
         },
         finish=_finish_r3,
+        training=_training_r3,
     ),
 }

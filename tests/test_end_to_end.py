@@ -47,8 +47,8 @@ def _json(result) -> list[dict]:
 def test_run_trains_and_a_second_run_submits_nothing(study, cli):
     root, _, first, second = study
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
-    assert "submitted 2 training(s) (local) for 2 row(s)" in first.stdout
-    assert "submitted 0 training(s)" in second.stdout, second.stdout + second.stderr
+    assert "submitted 2 job(s) (local) for 2 row(s)" in first.stdout
+    assert "submitted 0 job(s)" in second.stdout, second.stdout + second.stderr
     states = _json(cli("status", "--study", str(root), "--json"))
     assert [(s["row"], s["state"]) for s in states] == [(1, "done"), (3, "done")]
     assert all(s["job_id"] and Path(s["config"]).exists() for s in states)

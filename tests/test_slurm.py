@@ -65,3 +65,27 @@ def test_states_without_accounting_come_from_squeue_and_the_job_folder(tmp_path,
     assert settle(executor, ok, tmp_path / "ok") == FINISHED
     bad = executor.submit(functools.partial(int, "x"), tmp_path / "bad", "bad")
     assert settle(executor, bad, tmp_path / "bad") == "failed"
+
+
+def test_a_plan_on_slurm_trains_once_and_evaluates_after_its_training(tmp_path):
+    """Through the command line: Table 4's L_e = 3 row trains, its L_e = 5 row is an evaluation
+    job held by a SLURM dependency (afterok) on that training."""
+    import shutil
+
+    import yaml
+    from conftest import run_cli
+
+    shutil.copytree(REPO / "tables", tmp_path / "tables")
+    (tmp_path / "plans").mkdir()
+    plan = yaml.safe_load((REPO / "plans" / "table4.yaml").read_text())
+    plan["rows"] = [plan["rows"][3], plan["rows"][5]]
+    (tmp_path / "plans" / "t4.yaml").write_text(yaml.safe_dump(plan))
+    study = tmp_path / "study"
+    result = run_cli("run", str(tmp_path / "plans" / "t4.yaml"), "--smoke", "--epochs", "1", "--study", str(study),
+                     "--cluster", str(REPO / "slurm" / "local-test.yaml"), "--wait", timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "submitted 2 job(s) (slurm)" in result.stdout
+    states = json.loads(run_cli("status", "--study", str(study), "--json").stdout)
+    assert [(s["row"], s["state"], s["executor"]) for s in states] == [(4, "done", "slurm"), (6, "done", "slurm")]
+    batch = (study / "runs" / states[1]["key"] / "submitit" / f"{states[1]['job_id']}_submission.sh").read_text()
+    assert f"#SBATCH --dependency=afterok:{states[0]['job_id']}" in batch

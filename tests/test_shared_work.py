@@ -1,0 +1,53 @@
+"""Work done once: identical trainings across rows and plans share one key, and rows that differ
+only at test time (SBR-CNN Table 4's evaluation loops) are evaluation-only jobs on that training."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+from conftest import REPO, run_cli
+
+TABLE4 = REPO / "plans" / "table4.yaml"
+
+
+def test_tables_3_and_4_share_their_trainings(tmp_path, cli):
+    result = cli("run", str(REPO / "plans" / "table3.yaml"), str(TABLE4), "--smoke", "--dry-run", "--json",
+                 "--study", str(tmp_path / "s"))
+    assert result.returncode == 0, result.stderr
+    rows = {(r["plan"], r["row"]): r for r in json.loads(result.stdout)}
+    t3, t4 = "sbr-cnn/table3", "sbr-cnn/table4"
+    assert rows[(t3, 1)]["key"] == rows[(t4, 1)]["key"]  # the same Mask R-CNN
+    trained = rows[(t3, 4)]["key"]  # R^3-CNN L_t = 3
+    assert rows[(t4, 4)]["key"] == trained and not rows[(t4, 4)]["eval_only"]
+    for n in (2, 3, 5, 6):
+        assert rows[(t4, n)]["eval_only"] and rows[(t4, n)]["train_key"] == trained
+    assert len({r["key"] for r in rows.values()}) == 9  # 5 trainings + 4 evaluations for 11 rows
+    text = cli("run", str(REPO / "plans" / "table3.yaml"), str(TABLE4), "--smoke", "--dry-run",
+               "--study", str(tmp_path / "s")).stdout
+    assert "11 row(s), 5 unique training(s), 4 evaluation-only job(s); would submit 9 job(s)" in text
+
+
+def test_an_evaluation_only_row_evaluates_the_shared_checkpoint(tmp_path):
+    pytest.importorskip("mmcv._ext")
+    shutil.copytree(REPO / "tables", tmp_path / "tables")
+    (tmp_path / "plans").mkdir()
+    plan = yaml.safe_load(TABLE4.read_text())
+    plan["rows"] = [plan["rows"][3], plan["rows"][5]]  # L_e = 3 (trains) and L_e = 5 (evaluates)
+    (tmp_path / "plans" / "t4.yaml").write_text(yaml.safe_dump(plan))
+    study = tmp_path / "study"
+    args = ("run", str(tmp_path / "plans" / "t4.yaml"), "--smoke", "--epochs", "1", "--study", str(study))
+    first = run_cli(*args, "--wait", timeout=900)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    assert "submitted 2 job(s)" in first.stdout
+    states = {s["row"]: s for s in json.loads(run_cli("status", "--study", str(study), "--json").stdout)}
+    train, evaluation = study / "runs" / states[4]["key"], study / "runs" / states[6]["key"]
+    done = json.loads((evaluation / "done.json").read_text())
+    assert done["checkpoint"] == str(train / "epoch_1.pth")
+    assert not list(evaluation.glob("epoch_*.pth")), "an evaluation-only job trains nothing"
+    assert "coco/segm_mAP" in done["metrics"]
+    rows = {r["row"]: r for r in json.loads(run_cli("collect", "--study", str(study), "--json").stdout)}
+    assert rows[6]["metrics"]["segm_AP"] == round(100 * done["metrics"]["coco/segm_mAP"], 1)
+    assert "submitted 0 job(s)" in run_cli(*args).stdout
