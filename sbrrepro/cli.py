@@ -50,6 +50,7 @@ def _print_states(states, as_json: bool, todo: set[str] | None = None) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from . import jobs
     from .configs import write_configs
+    from .costs import summarize
     from .dataset import ensure_dataset
     from .executors import load_profile, make_executor
     from .plan import load_plan
@@ -68,21 +69,25 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UserError(str(plan.path), "recipe.dataset", f"COCO not found: {ann} is missing; pass "
                             "--data-root DIR (or set SBRREPRO_COCO), or use --smoke for the embedded dataset")
     study = Study.open(study_root, scale_name, create=True)
-    rows = []
+    rows, plan_rows = [], []
     for plan, scale in zip(plans, scales):
         written = write_configs(plan, scale, study.configs)
         study.register(plan.path, written)
         rows += written
+        plan_rows += zip(plan.rows, written)
     if args.dry_run:
         states = jobs.states(study, rows)
         redo = {jobs.NEW, "failed"} if args.retry_failed else {jobs.NEW}
         todo = {s.key for s in states if s.state in redo}
         _print_states(states, args.json, todo)
         if not args.json:
-            trainings = {r.train_key for r in rows}
-            evaluations = {r.key for r in rows if r.eval_only}
-            print(f"dry run: {len(rows)} row(s), {len(trainings)} unique training(s), {len(evaluations)} "
+            s = summarize(plan_rows, study.root, study.scale)
+            print(f"dry run: {s.rows} row(s), {s.trainings} unique training(s), {s.evaluations} "
                   f"evaluation-only job(s); would submit {len(todo)} job(s); nothing submitted")
+            unit = "GPU-hours" if study.scale == "full" else "process-hours"
+            print("cost: unknown until measured (`collect` measures finished runs)" if s.hours is None else
+                  f"cost: {s.hours:.1f} {unit} for the unique trainings; one training per row would take "
+                  f"{s.hours_one_per_row:.1f} (saved: {s.hours_one_per_row - s.hours:.1f})")
         return 0
     if args.smoke:
         ensure_dataset(study_root / "data")

@@ -9,6 +9,7 @@ from typing import Any
 
 from . import jobs
 from .configs import RowConfig
+from .costs import COSTS_FILE, measured
 from .files import atomic_write
 from .metrics import VOCABULARY, from_coco
 from .plan import Plan, load_plan
@@ -64,6 +65,8 @@ def collect(study: Study) -> Collected:
         mark = SCALED_MARK if prov and prov["lr_scaled"] else ""
         by_plan.setdefault(plan_path, []).append((lead, cells, verdict + mark))
 
+    costs = {rc.train_key: h for _, rc in registered if (h := measured(study.run_dir(rc.train_key))) is not None}
+    atomic_write(study.root / COSTS_FILE, json.dumps(costs, indent=1))
     results = study.root / "results.json"
     atomic_write(results, json.dumps({"scale": study.scale, "rows": rows}, indent=1))
     reports, tables = [], []

@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
-.venv/bin/ruff check sbrrepro tests
+.venv/bin/ruff check sbrrepro tests benchmarks
 .venv/bin/python -m pytest "$@"

@@ -74,6 +74,8 @@ def test_collect_reads_the_metrics_the_runs_computed(study, cli):
     paper, ours = float(published[1]["bbox_AP"]), rows[1]["metrics"]["bbox_AP"]
     assert f"| 1 | Mask | 1 | 1 | {paper:.1f} | {ours:.1f} | {ours - paper:+.1f} |" in md
     assert (root / "report" / "sbr-cnn-table3.tex").exists()
+    costs = json.loads((root / "costs.json").read_text())  # measured: wall time x processes
+    assert sorted(costs) == sorted(r["key"] for r in rows.values()) and all(h > 0 for h in costs.values())
 
 
 def test_iou_histograms_per_loop_and_the_figure(study, cli):

@@ -77,3 +77,11 @@ def test_cancel_stops_a_running_training(tiny_configs, tmp_path, cli):
     assert settle(LocalExecutor(), sub.job_id, study.run_dir(rows[0].key) / "submitit") == "failed"
     assert [s.state for s in jobs.states(study, rows)] == ["failed"]
     assert "cancelled 0 job(s)" in cli("cancel", "--study", str(study.root)).stdout
+
+
+def test_two_runs_cannot_submit_to_one_study_at_once(tmp_path, cli):
+    study = Study.open(tmp_path / "study", "smoke", create=True)
+    with study.submitting():  # another `sbrrepro run` is submitting
+        result = cli("run", str(TABLE3), "--smoke", "--study", str(study.root))
+    assert result.returncode == 2 and "another `sbrrepro run` is submitting" in result.stderr
+    assert study.submissions() == {}

@@ -51,3 +51,21 @@ def test_an_evaluation_only_row_evaluates_the_shared_checkpoint(tmp_path):
     rows = {r["row"]: r for r in json.loads(run_cli("collect", "--study", str(study), "--json").stdout)}
     assert rows[6]["metrics"]["segm_AP"] == round(100 * done["metrics"]["coco/segm_mAP"], 1)
     assert "submitted 0 job(s)" in run_cli(*args).stdout
+
+
+def test_sharing_saves_what_the_shared_trainings_would_cost_again(tmp_path):
+    """Tables 3 and 4 together: the Mask R-CNN (twice) and the 3-loop R^3-CNN (once in Table 3,
+    five times in Table 4) are trained once each."""
+    from sbrrepro.configs import full_scale, write_configs
+    from sbrrepro.costs import paper_estimate, summarize
+    from sbrrepro.plan import load_plan
+
+    rows = []
+    for name in ("table3", "table4"):
+        plan = load_plan(REPO / "plans" / f"{name}.yaml")
+        rows += zip(plan.rows, write_configs(plan, full_scale(tmp_path / "coco"), tmp_path / "configs"))
+    s = summarize(rows, tmp_path, "full")
+    assert (s.rows, s.trainings, s.evaluations) == (11, 5, 4)
+    mask, r3_three_loops = paper_estimate(rows[0][0]), paper_estimate(rows[3][0])
+    assert s.hours_one_per_row - s.hours == pytest.approx(mask + 5 * r3_three_loops)
+    assert s.hours == pytest.approx(sum(paper_estimate(r) for r, _ in rows[:5]))
