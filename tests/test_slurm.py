@@ -89,3 +89,33 @@ def test_a_plan_on_slurm_trains_once_and_evaluates_after_its_training(tmp_path):
     assert [(s["row"], s["state"], s["executor"]) for s in states] == [(4, "done", "slurm"), (6, "done", "slurm")]
     batch = (study / "runs" / states[1]["key"] / "submitit" / f"{states[1]['job_id']}_submission.sh").read_text()
     assert f"#SBATCH --dependency=afterok:{states[0]['job_id']}" in batch
+
+
+def test_a_killed_and_restarted_run_submits_each_job_once(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    import time as _time
+
+    import yaml
+    from conftest import run_cli
+
+    shutil.copytree(REPO / "tables", tmp_path / "tables")
+    (tmp_path / "plans").mkdir()
+    plan = yaml.safe_load(TABLE3.read_text())
+    plan["rows"] = [plan["rows"][0], plan["rows"][2]]
+    (tmp_path / "plans" / "t3.yaml").write_text(yaml.safe_dump(plan))
+    study = tmp_path / "study"
+    args = ("run", str(tmp_path / "plans" / "t3.yaml"), "--smoke", "--epochs", "1", "--study", str(study),
+            "--cluster", str(REPO / "slurm" / "local-test.yaml"))
+    for delay in (0.5, 1.5, 2.5):  # killed before, while and after submitting
+        proc = subprocess.Popen([sys.executable, "-m", "sbrrepro", *args], cwd=REPO)
+        _time.sleep(delay)
+        proc.kill()
+        proc.wait()
+    result = run_cli(*args, "--wait", timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    states = json.loads(run_cli("status", "--study", str(study), "--json").stdout)
+    assert [s["state"] for s in states] == ["done", "done"]
+    for s in states:
+        assert len(list((study / "runs" / s["key"] / "submitit").glob("*_submitted.pkl"))) == 1
