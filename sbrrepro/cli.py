@@ -1,4 +1,4 @@
-"""The `sbrrepro` command: run, status, collect, plot-iou.
+"""The `sbrrepro` command: run, status, cancel, collect, plot-iou.
 
 Data flows plan -> configs -> jobs -> results -> report; each command is a thin driver over those
 stages. Bad input ends with one line on stderr and exit status 2.
@@ -52,10 +52,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .configs import write_configs
     from .costs import summarize
     from .dataset import ensure_dataset
-    from .executors import load_profile, make_executor
+    from .executors import executor_of_kind, load_profile, make_executor
     from .plan import load_plan
     from .study import Study
 
+    if args.epochs is not None and args.epochs < 1:
+        raise UserError("command line", "--epochs", f"must be at least 1, got {args.epochs}")
     plans = [load_plan(p) for p in args.plans]  # every plan is checked before anything is written
     executor = make_executor(load_profile(args.cluster))
     study_root = Path(args.study)
@@ -77,8 +79,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         plan_rows += zip(plan.rows, written)
     if args.dry_run:
         states = jobs.states(study, rows)
-        redo = {jobs.NEW, "failed"} if args.retry_failed else {jobs.NEW}
+        redo = {jobs.NEW, jobs.FAILED} if args.retry_failed else {jobs.NEW}
         todo = {s.key for s in states if s.state in redo}
+        subs = study.submissions()  # trainings that only evaluation-only rows need are submitted too
+        todo |= {r.train_key for r in rows
+                 if jobs.key_state(study, r.train_key, subs.get(r.train_key), executor_of_kind) in redo}
         _print_states(states, args.json, todo)
         if not args.json:
             s = summarize(plan_rows, study.root, study.scale)
@@ -110,8 +115,8 @@ def _wait(study, rows, poll_s: float = 5.0) -> int:
             if seen.get(s.key) != s.state:
                 seen[s.key] = s.state
                 print(f"{time.strftime('%H:%M:%S')} {s.key}: {s.state}", flush=True)
-        if all(s.state in (jobs.DONE, "failed") for s in states):
-            failed = [s for s in states if s.state == "failed"]
+        if all(s.state in (jobs.DONE, jobs.FAILED) for s in states):
+            failed = [s for s in states if s.state == jobs.FAILED]
             for s in failed:
                 print(f"failed: {s.plan} row {s.row} ({s.key}); log: {s.log}", file=sys.stderr)
             return 1 if failed else 0

@@ -78,13 +78,18 @@ def _runner(config: str, work_dir: Path, **settings: Any):
 
 
 def train_and_evaluate(config: str, work_dir: Path) -> dict[str, Any]:
+    from mmengine import dist
+
     cfg, runner = _runner(config, work_dir, resume=True)  # from work_dir/last_checkpoint if any
     runner.train()
     epochs = cfg.train_cfg.max_epochs
-    metrics = final_metrics(work_dir, epochs)
-    if metrics is None:  # killed between the last checkpoint and the end of its evaluation
+    # Killed between the last checkpoint and the end of its evaluation? Only rank 0 writes the logs
+    # that tell, and every rank must take part in the evaluation: rank 0 decides for all.
+    missing = [final_metrics(work_dir, epochs) is None]
+    dist.broadcast_object_list(missing)
+    if missing[0]:
         runner.val()
-        metrics = final_metrics(work_dir, epochs) or {}
+    metrics = final_metrics(work_dir, epochs) or {}
     trainable = sum(p.numel() for p in runner.model.parameters() if p.requires_grad)
     summary = {"metrics": metrics, "epochs": epochs, "trainable_params": trainable, "finished": time.time()}
     if _rank() == 0:

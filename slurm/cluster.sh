@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A real two-node SLURM cluster on this machine, for sbrrepro's SLURM tests and CI (Debian/Ubuntu,
 # as root): munge, MariaDB + slurmdbd (accounting: submitit reads job states with sacct), slurmctld,
-# and two slurmd daemons n1 and n2 on one host. No systemd: every daemon is started by hand and
-# stopped by its pid file.
+# and two slurmd daemons n1 and n2 on one host. No systemd: every daemon is started by hand, and
+# stopped by name, waiting until it is gone.
 #
 #   bash slurm/cluster.sh start    # install Debian's packages if needed, start, wait for idle nodes
 #   bash slurm/cluster.sh stop     # stop the daemons, remove the hosts line
@@ -109,7 +109,11 @@ start() {
     wait_for 60 MariaDB mysqladmin ping
     mysql -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurm';
               GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
-    pgrep -x slurmdbd >/dev/null || slurmdbd
+    if ! pgrep -x slurmdbd >/dev/null; then
+        # A fresh cluster numbers its jobs from 1 again: old accounting records would answer for them.
+        mysql -e "DROP DATABASE IF EXISTS slurm_acct_db"
+        slurmdbd
+    fi
     wait_for 60 slurmdbd sacctmgr -n list cluster
     sacctmgr -i add cluster "$CLUSTER" >/dev/null 2>&1 || true
 
@@ -122,22 +126,17 @@ start() {
     log "up: $(sinfo -h -o '%P %D %t')"
 }
 
-stop_pidfile() {
-    local f=$1
-    if [ -f "$f" ]; then
-        kill "$(cat "$f")" 2>/dev/null || true
-        rm -f "$f"
-    fi
+stop_daemon() {  # stop_daemon NAME: TERM it, and wait until it is gone (a restart must not find it)
+    pkill -x "$1" 2>/dev/null || true
+    wait_for 30 "$1 to stop" bash -c "! pgrep -x $1" || pkill -9 -x "$1" 2>/dev/null || true
 }
 
 stop() {
     scancel --user=root 2>/dev/null || true
-    for n in n1 n2; do stop_pidfile "$RUN/slurmd-$n.pid"; done
-    stop_pidfile "$RUN/slurmctld.pid"
-    stop_pidfile "$RUN/slurmdbd.pid"
-    pkill -x slurmd 2>/dev/null || true
+    for d in slurmd slurmctld slurmdbd; do stop_daemon "$d"; done
     mysqladmin shutdown 2>/dev/null || true
-    pkill -x munged 2>/dev/null || true
+    stop_daemon mariadbd
+    stop_daemon munged
     sed -i '/sbrrepro-slurm/d' /etc/hosts
     rm -rf "$RUN"
     log "stopped"
