@@ -198,8 +198,8 @@ def _apply_smoke(cfg: dict, scale: Scale, recipe: dict[str, Any]) -> None:
     cfg["param_scheduler"][0]["end"] = scale.warmup_iters
     cfg["optim_wrapper"]["optimizer"]["lr"] = scale.lr_per_image * recipe["images_per_gpu"]
     cfg["auto_scale_lr"]["base_batch_size"] = recipe["images_per_gpu"]  # the lr above is for one process
-    # From scratch on tiny data the first iterations can explode without a bound on the gradient.
-    cfg["optim_wrapper"]["clip_grad"] = dict(max_norm=scale.clip_grad, norm_type=2)
+    if scale.clip_grad:  # from scratch on tiny data the first iterations can explode without it
+        cfg["optim_wrapper"]["clip_grad"] = dict(max_norm=scale.clip_grad, norm_type=2)
     for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
         cfg[loader].update(num_workers=0, persistent_workers=False)
     cfg["train_dataloader"]["dataset"]["filter_cfg"]["min_size"] = 4

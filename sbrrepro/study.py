@@ -24,6 +24,7 @@ from .configs import RowConfig
 from .errors import UserError
 from .files import atomic_write
 
+SCHEMA_VERSION = 1  # PRAGMA user_version of state.sqlite; raise it when _SCHEMA changes
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     key TEXT PRIMARY KEY,
@@ -74,7 +75,10 @@ class Study:
                 flag = "without --smoke" if made == "full" else "with --smoke"
                 raise UserError(str(root), "scale", f"this study was made at {made} scale; run it {flag}, "
                                 f"or choose another folder with --study")
-            return cls(root, made)
+            study = cls(root, made)
+            with study._db():  # a state store of another sbrrepro version is refused here, before any write
+                pass
+            return study
         if not create:
             raise UserError(str(root), None, "no study here; `sbrrepro run PLAN` makes one (or pass --study DIR)")
         root.mkdir(parents=True, exist_ok=True)
@@ -93,7 +97,14 @@ class Study:
         con = sqlite3.connect(self.root / "state.sqlite", timeout=30, isolation_level=None)
         try:
             con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(_SCHEMA)
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+            fresh = con.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+            if fresh:
+                con.executescript(_SCHEMA + f"; PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version != SCHEMA_VERSION:
+                raise UserError(str(self.root / "state.sqlite"), None,
+                                f"written by another version of sbrrepro (state schema {version}; this one "
+                                f"reads {SCHEMA_VERSION}); run into a new folder with --study")
             yield con
         finally:
             con.close()

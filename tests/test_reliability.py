@@ -85,3 +85,16 @@ def test_two_runs_cannot_submit_to_one_study_at_once(tmp_path, cli):
         result = cli("run", str(TABLE3), "--smoke", "--study", str(study.root))
     assert result.returncode == 2 and "another `sbrrepro run` is submitting" in result.stderr
     assert study.submissions() == {}
+
+
+def test_a_state_store_of_another_version_is_refused_before_any_write(tmp_path, cli):
+    import sqlite3
+
+    study = Study.open(tmp_path / "study", "smoke", create=True)
+    study.submissions()  # creates state.sqlite
+    con = sqlite3.connect(study.root / "state.sqlite")
+    con.execute("PRAGMA user_version = 99")
+    con.close()
+    result = cli("run", str(TABLE3), "--smoke", "--dry-run", "--study", str(study.root))
+    assert result.returncode == 2 and "state schema 99" in result.stderr and "Traceback" not in result.stderr
+    assert not (study.root / "configs").exists()
