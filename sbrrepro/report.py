@@ -86,7 +86,7 @@ _LATEX = jinja2.Environment(
 """)
 
 _TEX_ESCAPES = {"&": r"\&", "%": r"\%", "#": r"\#", "_": r"\_", "✓": r"\checkmark",
-                "✗": r"$\times$", "–": "--", "Δ": r"$\Delta$"}
+                "✗": r"$\times$", "–": "--", "Δ": r"$\Delta$", "−": "$-$", "≤": r"$\leq$", "†": r"$^\dagger$"}
 
 
 def _tex(text: str) -> str:

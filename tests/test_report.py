@@ -28,7 +28,8 @@ def test_verdicts_use_the_tolerance():
 def _table() -> Table:
     cells, verdict = compare({"bbox_AP": 40.5, "segm_AP": 37.9}, {"bbox_AP": "40.9", "segm_AP": "37.2"},
                              ["bbox_AP", "segm_AP"], 0.5)
-    return Table("sbr-cnn table3: loops", "Tolerance 0.5.", ["#", "model"], ["bbox_AP", "segm_AP"],
+    return Table("sbr-cnn table3: loops", "Δ = Ours − Paper; ✓ when |Δ| ≤ 0.5; † scaled lr.", ["#", "model"],
+                 ["bbox_AP", "segm_AP"],
                  [(["4", "R^3-CNN"], cells, verdict)])
 
 
@@ -43,6 +44,7 @@ def test_latex_is_escaped_and_grouped():
     assert r"\multicolumn{3}{c}{B\_AP}" in tex
     assert r"4 & R$^{3}$-CNN & 40.9 & 40.5 & -0.4 & 37.2 & 37.9 & +0.7 & $\times$ \\" in tex
     assert tex.count(r"\cmidrule") == 2 and r"\toprule" in tex and r"\bottomrule" in tex
+    assert not any(ord(c) > 127 for c in tex), "plain ASCII, for pdflatex without unicode packages"
 
 
 def test_terminal_aligns_columns():
