@@ -43,13 +43,12 @@ class IoURecordingSampler:
 
     def sample(self, assign_result, pred_instances, gt_instances, record_iou: bool = True, **kwargs):
         result = self.sampler.sample(assign_result, pred_instances, gt_instances, **kwargs)
-        if record_iou:
+        if record_iou:  # a loop with no positive RoI still has its (empty) series
             keep = result.pos_is_gt == 0
-            priors, gts = result.pos_priors[keep], result.pos_gt_bboxes[keep]
-            if len(priors):
-                with torch.no_grad():
-                    ious = bbox_overlaps(priors.float(), gts.float(), is_aligned=True)
-                record(self.series, ious.cpu().numpy())
+            with torch.no_grad():
+                ious = bbox_overlaps(result.pos_priors[keep].float(), result.pos_gt_bboxes[keep].float(),
+                                     is_aligned=True)
+            record(self.series, ious.cpu().numpy())
         return result
 
 
