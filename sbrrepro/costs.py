@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .configs import RowConfig
 from .plan import Row
+from .training import DONE_FILE, PROVENANCE_FILE
 
 MASK_RCNN_PER_EPOCH = 35 * 8 / 36  # GPU-hours
 R3_PER_LOOP_EPOCH = (25 * 8 / 12 - MASK_RCNN_PER_EPOCH) / 3
@@ -29,8 +30,8 @@ def paper_estimate(row: Row) -> float:
 def measured(run_dir: Path) -> float | None:
     """Hours x processes that a finished run took, from what its job wrote."""
     try:
-        started = json.loads((run_dir / "provenance.json").read_text())
-        done = json.loads((run_dir / "done.json").read_text())
+        started = json.loads((run_dir / PROVENANCE_FILE).read_text())
+        done = json.loads((run_dir / DONE_FILE).read_text())
     except (OSError, json.JSONDecodeError):
         return None
     return (done["finished"] - started["started"]) / 3600 * started["processes"]

@@ -112,6 +112,9 @@ def submit(study: Study, rows: list[RowConfig], executor: Executor, retry_failed
     subs = study.submissions()
     submitted: list[str] = []
 
+    def state_of(key: str) -> str:
+        return key_state(study, key, subs.get(key), executor_of_kind)
+
     def send(key: str, config: Path, job, after: Job | None = None) -> None:
         folder = _submitit_folder(study, key)
         orphan = _unrecorded_job(folder, subs.get(key))
@@ -122,13 +125,13 @@ def submit(study: Study, rows: list[RowConfig], executor: Executor, retry_failed
 
     trainings = {r.train_key: r.train_path for r in rows}
     for key, config in trainings.items():
-        if key_state(study, key, subs.get(key), executor_of_kind) in wanted:
+        if state_of(key) in wanted:
             send(key, config, TrainingJob(str(config), str(study.run_dir(key))))
     subs = study.submissions()
     evaluations = {r.key: r for r in rows if r.eval_only}
     for key, r in evaluations.items():
-        train_state = key_state(study, r.train_key, subs.get(r.train_key), executor_of_kind)
-        if train_state == FAILED or key_state(study, key, subs.get(key), executor_of_kind) not in wanted:
+        train_state = state_of(r.train_key)
+        if train_state == FAILED or state_of(key) not in wanted:
             continue
         train = subs[r.train_key] if train_state != DONE else None
         after = (train.job_id, _submitit_folder(study, r.train_key)) if train else None
