@@ -1,4 +1,4 @@
-"""The `sbrrepro` command: run, status, cancel, collect, plot-iou.
+"""The `sbrrepro` command: run, status, cancel, collect, params, speed, plot-iou, plot-anchors.
 
 Data flows plan -> configs -> jobs -> results -> report; each command is a thin driver over those
 stages. Bad input ends with one line on stderr and exit status 2.
@@ -71,12 +71,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UserError(str(plan.path), "recipe.dataset", f"COCO not found: {ann} is missing; pass "
                             "--data-root DIR (or set SBRREPRO_COCO), or use --smoke for the embedded dataset")
     study = Study.open(study_root, scale_name, create=True)
-    rows, plan_rows = [], []
+    rows, plan_rows, counted = [], [], 0
     for plan, scale in zip(plans, scales):
         written = write_configs(plan, scale, study.configs)
         study.register(plan.path, written)
-        rows += written
-        plan_rows += zip(plan.rows, written)
+        jobs_of = [(r, rc) for r, rc in zip(plan.rows, written) if trains(rc)]
+        counted += len(written) - len(jobs_of)
+        rows += [rc for _, rc in jobs_of]
+        plan_rows += jobs_of
     if args.dry_run:
         states = jobs.states(study, rows)
         redo = {jobs.NEW, jobs.FAILED} if args.retry_failed else {jobs.NEW}
@@ -89,6 +91,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             s = summarize(plan_rows, study.root, study.scale)
             print(f"dry run: {s.rows} row(s), {s.trainings} unique training(s), {s.evaluations} "
                   f"evaluation-only job(s); would submit {len(todo)} job(s); nothing submitted")
+            if counted:
+                print(f"{counted} row(s) need no job: their numbers are counted (`sbrrepro params`)")
             unit = "GPU-hours" if study.scale == "full" else "process-hours"
             print("cost: unknown until measured (`collect` measures finished runs)" if s.hours is None else
                   f"cost: {s.hours:.1f} {unit} for the unique trainings; one training per row would take "
@@ -103,6 +107,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _wait(study, rows)
     _print_states(jobs.states(study, rows), False)
     return 0
+
+
+def trains(rc) -> bool:
+    """Whether a row runs jobs (a Table 1 layer is only counted)."""
+    from .zoo import MODELS
+
+    return MODELS[rc.model].trains
 
 
 def _wait(study, rows, poll_s: float = 5.0) -> int:
@@ -128,7 +139,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .study import Study
 
     study = Study.open(Path(args.study))
-    _print_states(jobs.states(study, [rc for _, rc in study.rows()]), args.json)
+    _print_states(jobs.states(study, [rc for _, rc in study.rows() if trains(rc)]), args.json)
     return 0
 
 
@@ -137,7 +148,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     from .study import Study
 
     study = Study.open(Path(args.study))
-    rows = [rc for _, rc in (study.select_rows(args.rows) if args.rows else study.rows())]
+    rows = [rc for _, rc in (study.select_rows(args.rows) if args.rows else study.rows()) if trains(rc)]
     cancelled = jobs.cancel(study, rows)
     print(f"cancelled {len(cancelled)} job(s)" + "".join(f"\n  {k}" for k in cancelled))
     return 0
@@ -171,6 +182,29 @@ def cmd_plot_iou(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else study.root / "figures" / "fig3-iou"
     for path in draw(panels(study, rows), out):
         print(f"figure: {path}")
+    return 0
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    from .metrics import METRICS
+    from .params import count_plan
+    from .plan import load_plan
+
+    plans = [load_plan(p) for p in args.plans]
+    counted = {plan.name: count_plan(plan) for plan in plans}
+    if args.json:
+        print(json.dumps({name: [c.to_json() for c in rows] for name, rows in counted.items()}, indent=1))
+        return 0
+    for name, rows in counted.items():
+        print(name)
+        for c in rows:
+            cells = []
+            for m, ours in c.ours.items():
+                d, published = METRICS[m].decimals, c.published[m]
+                paper = "–" if published is None else f"{published:,.{d}f}"
+                cells.append(f"{METRICS[m].label}: ours {ours:,.{d}f}  paper {paper}")
+            note = f"  ({c.note})" if c.note and c.verdict != "✓" else ""
+            print(f"  row {c.row:<3} {c.label:<18} {c.trainable:>12,}  {'  '.join(cells)}  {c.verdict}{note}")
     return 0
 
 
@@ -210,6 +244,11 @@ def parser() -> argparse.ArgumentParser:
     study_arg(collect)
     collect.add_argument("--json", action="store_true")
     collect.set_defaults(func=cmd_collect)
+
+    params = sub.add_parser("params", help="each row's trainable parameters beside the published count")
+    params.add_argument("plans", nargs="+", help="plan files, e.g. plans/table6.yaml")
+    params.add_argument("--json", action="store_true", help="per plan and row: ours and published")
+    params.set_defaults(func=cmd_params)
 
     plot = sub.add_parser("plot-iou", help="Fig. 3: IoU distribution of the positive training RoIs")
     study_arg(plot)

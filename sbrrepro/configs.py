@@ -65,23 +65,116 @@ def smoke_scale(dataset_root: Path) -> Scale:
 
 
 # ---- models --------------------------------------------------------------------------------------
-def _mask_rcnn(options: dict[str, Any]) -> dict:
+def _stock(path: str) -> dict:
     from mmengine.config import Config
 
-    cfg = Config.fromfile(str(mmdet_config_dir() / "mask_rcnn" / "mask-rcnn_r50_fpn_1x_coco.py")).to_dict()
-    rcnn = cfg["model"]["train_cfg"]["rcnn"]
-    rcnn["sampler"] = _recording(rcnn["sampler"], "rcnn")
+    return Config.fromfile(str(mmdet_config_dir() / path)).to_dict()
+
+
+def _recording(sampler: dict, series: str) -> dict:
+    return dict(type="IoURecordingSampler", series=series, sampler=sampler)
+
+
+def _record_rcnn(model: dict) -> None:
+    """Record the IoUs of the positive training RoIs of every R-CNN stage (Fig. 3)."""
+    rcnn = model["train_cfg"]["rcnn"]
+    if isinstance(rcnn, dict):
+        rcnn["sampler"] = _recording(rcnn["sampler"], "rcnn")
+    else:
+        for i, stage in enumerate(rcnn):
+            stage["sampler"] = _recording(stage["sampler"], f"stage{i + 1}")
+
+
+def _addon(model: dict, addon: str) -> None:
+    """SBR-CNN Table 11's backbones: GC-Net (context blocks r4, SyncBN) or DCN in stages c3-c5."""
+    backbone = model["backbone"]
+    if addon == "gcnet":
+        backbone.update(norm_cfg=dict(type="SyncBN", requires_grad=True), norm_eval=False, plugins=[
+            dict(cfg=dict(type="ContextBlock", ratio=1.0 / 4), stages=(False, True, True, True),
+                 position="after_conv3")])
+    elif addon == "dcn":
+        backbone.update(dcn=dict(type="DCN", deform_groups=1, fallback_on_stride=False),
+                        stage_with_dcn=(False, True, True, True))
+
+
+def _groie(extractor: dict, o: dict[str, Any]) -> dict:
+    """GRoIE in place of a single-level RoI extractor: every FPN level, pre-processed, summed,
+    post-processed."""
+    from .models.groie import groie_module
+
+    if not o["groie"]:
+        return extractor
+    channels = extractor["out_channels"]
+    return dict(type="GRoIE", roi_layer=extractor["roi_layer"], out_channels=channels,
+                featmap_strides=extractor["featmap_strides"],
+                pre_cfg=groie_module(o["groie_pre"], channels) if o["groie_pre"] else None,
+                post_cfg=groie_module(o["groie_post"], channels) if o["groie_post"] else None)
+
+
+def _two_stage(path: str, o: dict[str, Any]) -> dict:
+    cfg = _stock(path)
+    model = cfg["model"]
+    _record_rcnn(model)
+    _addon(model, o.get("addon", "none"))
+    head = model["roi_head"]
+    if "groie" in o:
+        for key in ("bbox_roi_extractor", "mask_roi_extractor"):
+            if key in head:
+                head[key] = _groie(head[key], o)
     return cfg
 
 
-def _r3_cnn(o: dict[str, Any]) -> dict:
-    """R^3-CNN on the authors' base (HTC without semantic): H pairs of Shared2FC bbox head and
-    R3MaskHead, loop t with IoU threshold u_t and loss weight alpha_t."""
-    from mmengine.config import Config
+def _mask_rcnn(o: dict[str, Any]) -> dict:
+    return _two_stage("mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py", o)
 
-    cfg = Config.fromfile(str(mmdet_config_dir() / "htc" / "htc-without-semantic_r50_fpn_1x_coco.py")).to_dict()
+
+def _faster_rcnn(o: dict[str, Any]) -> dict:
+    return _two_stage("faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", o)
+
+
+def _htc(o: dict[str, Any]) -> dict:
+    return _two_stage("htc/htc-without-semantic_r50_fpn_1x_coco.py", o)
+
+
+def _condinst(o: dict[str, Any]) -> dict:
+    """MMDetection's CondInst model on Mask R-CNN's data pipeline, so that it gets the same
+    single-scale recipe as the other rows (its own config trains multi-scale for 90k iterations)."""
+    cfg = _stock("mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py")
+    cfg["model"] = _stock("condinst/condinst_r50_fpn_ms-poly-90k_coco_instance.py")["model"]
+    return cfg
+
+
+def _fcc(head: dict, l2c: str, post_reduce: bool, nl_before: bool, nl_after: bool) -> dict:
+    """A head whose two shared FCs become L2C convolutions (SBR-CNN Sec. 3.2, Fig. 4)."""
+    return {**head, "convs": l2c, "post_reduce": post_reduce, "nl_before": nl_before, "nl_after": nl_after}
+
+
+def _bbox_head(htc_head: dict, o: dict[str, Any]) -> dict:
+    head = copy.deepcopy(htc_head)
+    if o["l2c"] == "none":
+        return head
+    for key in ("num_shared_convs", "num_shared_fcs", "num_cls_convs", "num_cls_fcs", "num_reg_convs",
+                "num_reg_fcs", "conv_out_channels", "fc_out_channels"):
+        head.pop(key, None)
+    return _fcc({**head, "type": "FCCBBoxHead"}, o["l2c"], o["l2c_post_reduce"], o["nl_before"], o["nl_after"])
+
+
+def _mask_iou_head(o: dict[str, Any]) -> dict:
+    base = dict(num_convs=4, roi_feat_size=14, in_channels=256, conv_out_channels=256, num_classes=80)
+    if o["mask_iou"] == "fc":  # the original branch of Mask Scoring R-CNN
+        return dict(type="MaskIoUHead", num_fcs=2, fc_out_channels=1024, **base)
+    return _fcc({"type": "FCCMaskIoUHead", **base}, o["mask_iou"], True, o["mask_iou_nl_before"],
+                o["mask_iou_nl_after"])
+
+
+def _r3_cnn(o: dict[str, Any]) -> dict:
+    """R^3-CNN on the authors' base (HTC without semantic): H pairs of bbox head and R3MaskHead,
+    loop t with IoU threshold u_t and loss weight alpha_t; optionally FCC heads, a Mask IoU branch,
+    GRoIE and a GC-Net / DCN backbone."""
+    cfg = _stock("htc/htc-without-semantic_r50_fpn_1x_coco.py")
     model = cfg["model"]
     model["type"] = "CascadeRCNN"  # the HTC detector type asks for a semantic branch we do not have
+    _addon(model, o["addon"])
     htc = model["roi_head"]
     head_of_loop = [ord(c) - ord("a") for c in o["alternation"]]
     heads = max(head_of_loop) + 1
@@ -102,20 +195,29 @@ def _r3_cnn(o: dict[str, Any]) -> dict:
         head_of_loop=head_of_loop,
         loop_loss_weights=o["loss_weights"],
         mask_loop=o["mask_loop"],
-        bbox_roi_extractor=htc["bbox_roi_extractor"],
+        bbox_roi_extractor=_groie(htc["bbox_roi_extractor"], o),
         # pair k regresses with HTC's stage-k coder (the authors' 2-pair configs do the same)
-        bbox_head=[copy.deepcopy(htc["bbox_head"][k]) for k in range(heads)],
-        mask_roi_extractor=htc["mask_roi_extractor"],
+        bbox_head=[_bbox_head(htc["bbox_head"][k], o) for k in range(heads)],
+        mask_roi_extractor=_groie(htc["mask_roi_extractor"], o),
         mask_head=[copy.deepcopy(mask_head) for _ in range(heads)],
     )
+    if o["mask_iou"] != "none":
+        model["roi_head"]["mask_iou_head"] = _mask_iou_head(o)
+        loops[o["loops"] - 1]["mask_thr_binary"] = 0.5  # the Mask IoU targets binarise the last loop's masks
     return cfg
 
 
-def _recording(sampler: dict, series: str) -> dict:
-    return dict(type="IoURecordingSampler", series=series, sampler=sampler)
+def _head_layer(o: dict[str, Any]) -> dict:
+    """Table 1: only the detection head, whose shared layers are counted one by one."""
+    head = _stock("mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py")["model"]["roi_head"]["bbox_head"]
+    if o["head"] != "fc":
+        head = _bbox_head(head, {"l2c": o["head"], "l2c_post_reduce": True, "nl_before": False,
+                                 "nl_after": False})
+    return {"model": head, "layer": o["layer"]}
 
 
-MODEL_CONFIGS = {"mask_rcnn": _mask_rcnn, "r3_cnn": _r3_cnn}
+MODEL_CONFIGS = {"mask_rcnn": _mask_rcnn, "faster_rcnn": _faster_rcnn, "htc": _htc, "condinst": _condinst,
+                 "r3_cnn": _r3_cnn, "sbr_cnn": _r3_cnn, "head_layer": _head_layer}
 
 
 # ---- recipe and scale ----------------------------------------------------------------------------
@@ -176,6 +278,7 @@ def _apply_smoke(cfg: dict, scale: Scale, recipe: dict[str, Any]) -> None:
     _walk(model, lambda d: "num_classes" in d and d.update(num_classes=n))
     # ResNet-18 from scratch: nothing pretrained to freeze or to keep the BN statistics of.
     model["backbone"].update(depth=18, init_cfg=None, frozen_stages=-1, norm_eval=False)
+    _set_where(model["backbone"], "SyncBN", type="BN")  # one process, maybe no GPU
     model["neck"]["in_channels"] = [64, 128, 256, 512]
     w = scale.width
 
@@ -186,13 +289,15 @@ def _apply_smoke(cfg: dict, scale: Scale, recipe: dict[str, Any]) -> None:
         if d.get("fc_out_channels") == 1024:
             d["fc_out_channels"] = 4 * w
 
-    for part in ("neck", "rpn_head", "roi_head"):
-        _walk(model[part], narrow)
-    tr, te = model["train_cfg"], model["test_cfg"]
-    tr["rpn_proposal"].update(nms_pre=scale.proposals_train, max_per_img=scale.proposals_train)
-    te["rpn"].update(nms_pre=scale.proposals_test, max_per_img=scale.proposals_test)
-    _set_where(tr["rcnn"], "RandomSampler", num=scale.rcnn_samples)
-    _set_where(model["roi_head"], "RoIAlign", sampling_ratio=scale.roi_sampling_ratio)
+    for part, sub in model.items():
+        if part not in ("backbone", "data_preprocessor", "train_cfg", "test_cfg"):
+            _walk(sub, narrow)
+    tr, te = model.get("train_cfg") or {}, model.get("test_cfg") or {}
+    if "rpn_proposal" in tr:  # two-stage detectors
+        tr["rpn_proposal"].update(nms_pre=scale.proposals_train, max_per_img=scale.proposals_train)
+        te["rpn"].update(nms_pre=scale.proposals_test, max_per_img=scale.proposals_test)
+        _set_where(tr["rcnn"], "RandomSampler", num=scale.rcnn_samples)
+    _set_where(model, "RoIAlign", sampling_ratio=scale.roi_sampling_ratio)
     _set_where(cfg, "Resize", scale=(scale.images, scale.images))
     cfg["train_cfg"]["val_interval"] = cfg["train_cfg"]["max_epochs"]  # evaluate once, at the end
     cfg["param_scheduler"][0]["end"] = scale.warmup_iters
@@ -209,7 +314,11 @@ def _apply_smoke(cfg: dict, scale: Scale, recipe: dict[str, Any]) -> None:
 
 def build_config(row: Row, scale: Scale) -> dict:
     """The complete config of one row, as a plain dict."""
+    from .zoo import MODELS
+
     cfg = MODEL_CONFIGS[row.model](row.options)
+    if not MODELS[row.model].trains:
+        return {**cfg, "custom_imports": dict(imports=[PLUGINS], allow_failed_imports=False)}
     _apply_recipe(cfg, row.recipe, scale.epochs)
     _apply_data(cfg, scale)
     if scale.name == "smoke":

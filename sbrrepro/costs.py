@@ -2,7 +2,9 @@
 
 Before anything has run, full-scale estimates come from the SBR-CNN paper's own durations (Sec.
 4.4.1, on 8 V100s): Mask R-CNN 3x (36 epochs) in about 35 h, R^3-CNN with 3 loops (12 epochs) in
-about 25 h; an R^3-CNN loop is taken to cost a third of the difference. `collect` then measures each
+about 25 h; an R^3-CNN loop is taken to cost a third of the difference. The paper gives no other
+durations: HTC (3 stages) is taken as a 3-loop R^3-CNN, Faster R-CNN and CondInst as Mask R-CNN;
+heavier heads and backbones are not priced until measured. `collect` then measures each
 finished run (wall time x processes) and later estimates use the study's own measurements.
 """
 
@@ -23,7 +25,7 @@ COSTS_FILE = "costs.json"
 
 def paper_estimate(row: Row) -> float:
     """Full-scale GPU-hours of the training a row needs, from the paper's durations."""
-    loops = row.options.get("loops", 0)
+    loops = row.options.get("loops", 3 if row.model == "htc" else 0)
     return row.recipe["epochs"] * (MASK_RCNN_PER_EPOCH + R3_PER_LOOP_EPOCH * loops)
 
 

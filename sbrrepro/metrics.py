@@ -1,6 +1,24 @@
-"""The metric vocabulary shared by plans, published tables, results and reports."""
+"""The metric vocabulary shared by plans, published tables, results and reports.
+
+Each metric says how the paper prints it and how ours is compared with the published value:
+COCO APs within the plan's tolerance in points, parameter counts within a relative tolerance (or
+exactly, for single layers), and what depends on the hardware (speed, memory) not judged at all.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+POINTS, RELATIVE, EXACT, INFORMATIVE = "points", "relative", "exact", "informative"
+PARAMS_RELATIVE = 0.01  # the issue's bound for the # Params columns of Tables 2, 6 and 7
+
+
+@dataclass(frozen=True)
+class Metric:
+    label: str  # as the paper's column header
+    compare: str  # POINTS, RELATIVE, EXACT or INFORMATIVE (shown, not part of the verdict)
+    decimals: int = 1
+
 
 # Column name -> the CocoMetric key it comes from (a fraction; tables print percent).
 COCO_KEYS = {
@@ -9,17 +27,18 @@ COCO_KEYS = {
     for name, key in (("AP", "mAP"), ("AP50", "mAP_50"), ("AP75", "mAP_75"), ("APs", "mAP_s"),
                       ("APm", "mAP_m"), ("APl", "mAP_l"))
 }
-OTHER = ("params_M", "speed_fps", "mem_GB")
-VOCABULARY = (*COCO_KEYS, *OTHER)
-
-# How each metric is printed in the paper's tables.
-LABELS = {
-    **{f"{t}_AP": f"{t[0].upper()}_AP" for t in ("bbox", "segm")},
-    **{f"{t}_AP{s}": f"{t[0].upper()}_AP{s}" for t in ("bbox", "segm") for s in ("50", "75", "s", "m", "l")},
-    "params_M": "# Params (M)",
-    "speed_fps": "Speed",
-    "mem_GB": "Mem (GB)",
+METRICS: dict[str, Metric] = {
+    **{m: Metric(f"{m[0].upper()}_AP{m.split('_AP')[1]}", POINTS) for m in COCO_KEYS},
+    "params": Metric("# Params", EXACT, 0),  # trainable parameters, counted one by one
+    "params_K": Metric("# Params (K)", RELATIVE, 0),
+    "params_M": Metric("# Params (M)", RELATIVE),
+    "speed_fps": Metric("Speed (img/s)", INFORMATIVE),
+    "mem_GB": Metric("Mem (GB)", INFORMATIVE),
+    "model_MB": Metric("Model (MB)", RELATIVE, 0),
 }
+VOCABULARY = tuple(METRICS)
+LABELS = {name: m.label for name, m in METRICS.items()}
+PARAM_UNITS = {"params": 1, "params_K": 1e3, "params_M": 1e6}
 
 
 def from_coco(coco: dict[str, float]) -> dict[str, float]:
@@ -30,3 +49,8 @@ def from_coco(coco: dict[str, float]) -> dict[str, float]:
         if value is not None and value >= 0:
             out[name] = round(100 * float(value), 1)
     return out
+
+
+def from_params(count: int, wanted: list[str]) -> dict[str, float]:
+    """A trainable-parameter count in the units the table prints it (the papers truncate)."""
+    return {m: count / PARAM_UNITS[m] for m in wanted if m in PARAM_UNITS}

@@ -66,7 +66,8 @@ PLAN_FIELDS = {
     "metrics": Field(("list", str), check=_metrics_check),
     "tolerance": Field(float, 0.5, positive, "largest |ours - published| for a match, in points"),
     "published": Field(str, help="CSV of published numbers, relative to the plan file"),
-    "recipe": Field(dict),
+    "recipe_file": Field(str, None, help="a YAML file with the paper's recipe, relative to the plan file"),
+    "recipe": Field(dict, {}, help="the paper's training recipe, or changes to recipe_file's"),
     "rows": Field(("list", dict)),
 }
 ROW_FIELDS = {
@@ -75,6 +76,7 @@ ROW_FIELDS = {
     "label": Field(str, None),
     "options": Field(dict, {}),
     "recipe": Field(dict, {}, help="changes to the plan's recipe for this row"),
+    "note": Field(str, None, help="why our number may differ from the published one"),
 }
 
 
@@ -85,6 +87,7 @@ class Row:
     label: str
     options: dict[str, Any]
     recipe: dict[str, Any]
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,22 +132,30 @@ def load_published(path: Path, where: str) -> dict[int, dict[str, str]]:
     return out
 
 
-def load_plan(path: str | Path) -> Plan:
-    path = Path(path)
-    where = str(path)
+def _load_yaml(path: Path, where: str, field: str | None) -> Any:
+    """Safe YAML; errors name `where` (the plan) and its `field` that pointed at `path`."""
     try:
         text = path.read_text()
     except OSError as e:
-        raise UserError(where, None, f"cannot read the plan: {e.strerror}") from None
+        what = "the plan" if field is None else str(path)
+        raise UserError(where, field, f"cannot read {what}: {e.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise UserError(where, None, f"not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+        raise UserError(str(path), None, f"not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+
+
+def load_plan(path: str | Path) -> Plan:
+    path = Path(path)
+    where = str(path)
+    data = _load_yaml(path, where, None)
     if isinstance(data, dict) and isinstance(data.get("table"), int):
         data["table"] = str(data["table"])
     top = validate(data, PLAN_FIELDS, where)
+    if top["recipe_file"]:
+        top["recipe"] = {**_load_yaml(path.parent / top["recipe_file"], where, "recipe_file"), **top["recipe"]}
     _recipe(top["recipe"], where, "recipe.")  # a bad plan-level recipe is reported at its own field
     published = load_published((path.parent / top["published"]).resolve(), where)
     missing_cols = [m for m in top["metrics"] if published and m not in next(iter(published.values()))]
@@ -166,5 +177,5 @@ def load_plan(path: str | Path) -> Plan:
         if r["row"] not in published:
             raise UserError(where, prefix + "row", f"row {r['row']} has no line in {top['published']}")
         label = r["label"] or published[r["row"]].get("model") or r["model"]
-        rows.append(Row(r["row"], r["model"], label, finished, row_recipe))
+        rows.append(Row(r["row"], r["model"], label, finished, row_recipe, r["note"]))
     return Plan(path, top["paper"], top["table"], top["title"], top["metrics"], top["tolerance"], published, rows)

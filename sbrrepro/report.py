@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import jinja2
 
-from .metrics import LABELS
+from .metrics import LABELS, METRICS
 from .verify import Cell
 
 
@@ -24,10 +24,10 @@ class Table:
 SUB = ("Paper", "Ours", "Δ")
 
 
-def _num(v: float | None, signed: bool = False) -> str:
+def _num(v: float | None, decimals: int, signed: bool = False) -> str:
     if v is None:
         return "–"
-    return f"{v:+.1f}" if signed else f"{v:.1f}"
+    return f"{v:{'+' if signed else ''},.{decimals}f}"
 
 
 def _cells(table: Table) -> list[list[str]]:
@@ -35,8 +35,8 @@ def _cells(table: Table) -> list[list[str]]:
     for lead, cells, verdict in table.rows:
         line = list(lead)
         for m in table.metrics:
-            c = cells[m]
-            line += [_num(c.published), _num(c.ours), _num(c.diff, signed=True)]
+            c, d = cells[m], METRICS[m].decimals
+            line += [_num(c.published, d), _num(c.ours, d), _num(c.diff, d, signed=True)]
         out.append([*line, verdict])
     return out
 

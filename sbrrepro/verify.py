@@ -1,9 +1,11 @@
-"""A pure check of our metrics against the published ones, with a tolerance (as detectron2's
+"""A pure check of our metrics against the published ones, with tolerances (as detectron2's
 verify_results): per metric the signed difference, per row a verdict."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .metrics import EXACT, INFORMATIVE, METRICS, PARAMS_RELATIVE, POINTS
 
 MATCH, MISMATCH, MISSING = "✓", "✗", "–"
 
@@ -17,23 +19,33 @@ class Cell:
     def diff(self) -> float | None:
         if self.published is None or self.ours is None:
             return None
-        return round(self.ours - self.published, 1)
+        return round(self.ours - self.published, 6)  # no float noise in reports and JSON
 
 
-def _number(text: str | None) -> float | None:
+def number(text: str | None) -> float | None:
+    """A published cell as printed ('44,170' included); None for a blank or a dash."""
     try:
-        return float(text) if text not in (None, "") else None
+        return float(text.replace(",", "")) if text not in (None, "") else None
     except ValueError:
         return None
 
 
+def _within(metric: str, cell: Cell, points: float) -> bool:
+    rule = METRICS[metric].compare
+    if rule == POINTS:
+        return abs(cell.diff) <= points + 1e-9
+    if rule == EXACT:
+        return cell.diff == 0
+    return abs(cell.diff) <= PARAMS_RELATIVE * abs(cell.published)
+
+
 def compare(ours: dict[str, float], published: dict[str, str], metrics: list[str],
             tolerance: float) -> tuple[dict[str, Cell], str]:
-    """Cells per metric and the row's verdict: ✓ when every published metric is within `tolerance`,
-    ✗ when one is not, – when one of ours is missing."""
-    cells = {m: Cell(_number(published.get(m)), ours.get(m)) for m in metrics}
-    compared = [c for c in cells.values() if c.published is not None]
-    if not compared or any(c.ours is None for c in compared):
+    """Cells per metric and the row's verdict: ✓ when every published, judged metric is within its
+    tolerance (`tolerance` points for APs), ✗ when one is not, – when one of ours is missing."""
+    cells = {m: Cell(number(published.get(m)), ours.get(m)) for m in metrics}
+    judged = {m: c for m, c in cells.items() if c.published is not None and METRICS[m].compare != INFORMATIVE}
+    if not judged or any(c.ours is None for c in judged.values()):
         return cells, MISSING
-    ok = all(abs(c.diff) <= tolerance + 1e-9 for c in compared)
+    ok = all(_within(m, c, tolerance) for m, c in judged.items())
     return cells, MATCH if ok else MISMATCH

@@ -45,8 +45,9 @@ def _mutate(plan: dict, path: str, value) -> dict:
 _DELETE = object()
 MUTATIONS = [
     ("colour", "red", "'colour'", "unknown field"),
-    ("recipe.epochs", "twelve", "'recipe.epochs'", "expected an integer"),
-    ("recipe.optimizer.lr", -1, "'recipe.optimizer.lr'", "must be > 0"),
+    ("recipe", {"epochs": "twelve"}, "'recipe.epochs'", "expected an integer"),
+    ("recipe", {"optimizer": {"lr": -1}}, "'recipe.optimizer.lr'", "must be > 0"),
+    ("recipe_file", "recipes/none.yaml", "'recipe_file'", "cannot read"),
     ("rows.0.model", "yolo", "'rows[0].model'", "'yolo' is not one of"),
     ("rows.1.options", {"loops": 9}, "'rows[1].options.loops'", "between 1 and 5"),
     ("rows.1.options", {"heads": 2}, "'rows[1].options.heads'", "unknown field"),
@@ -62,6 +63,7 @@ MUTATIONS = [
 def _bad_plan(tmp_path, text: str):
     (tmp_path / "plans").mkdir()
     shutil.copytree(REPO / "tables", tmp_path / "tables")
+    shutil.copytree(REPO / "plans" / "recipes", tmp_path / "plans" / "recipes")
     path = tmp_path / "plans" / "bad.yaml"
     path.write_text(text)
     return path

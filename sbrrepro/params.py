@@ -1,0 +1,93 @@
+"""`sbrrepro params`: every row's trainable parameters, counted on the model sbrrepro builds at the
+paper's scale (the papers count trainable parameters, as mmcv 1.x's get_flops did), beside the
+published count. Nothing is trained; a count needs only the config.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .configs import build_config, full_scale
+from .files import atomic_write
+from .metrics import PARAM_UNITS, from_params
+from .plan import Plan, Row
+from .verify import compare, number
+
+
+def trainable(module: Any) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def _layers(head: Any) -> list[Any]:
+    """The shared layers of a detection head in order (convs and FCs with their own weights),
+    without the classifier and regressor."""
+    import torch
+
+    return [m for name, m in head.named_modules()
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and not name.startswith(("fc_cls", "fc_reg"))]
+
+
+def count(cfg: dict) -> int:
+    """Trainable parameters of a config's model; with `layer`, of that shared layer of the head."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+
+    import sbrrepro.models  # noqa: F401  (registers the plugins)
+
+    register_all_modules()
+    model = MODELS.build(Config(cfg).model)
+    if "layer" in cfg:
+        layers = _layers(model)
+        if cfg["layer"] >= len(layers):
+            raise IndexError(f"the head has {len(layers)} shared layers, not {cfg['layer'] + 1}")
+        return trainable(layers[cfg["layer"]])
+    return trainable(model)
+
+
+def row_count(row: Row, cache: Path | None = None) -> int:
+    """A row's count at the paper's scale; `cache` (a JSON file) keeps counts by model and options."""
+    key = json.dumps([row.model, row.options], sort_keys=True)
+    known = json.loads(cache.read_text()) if cache and cache.exists() else {}
+    if key not in known:
+        known[key] = count(build_config(row, full_scale(Path("coco"))))  # paths only, nothing read
+        if cache:
+            atomic_write(cache, json.dumps(known, indent=1))
+    return known[key]
+
+
+@dataclass(frozen=True)
+class Counted:
+    row: int
+    label: str
+    trainable: int
+    published: dict[str, float | None]  # metric -> the published value, in the table's unit
+    ours: dict[str, float]  # metric -> our count in that unit
+    verdict: str
+    note: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"row": self.row, "label": self.label, "trainable": self.trainable, "ours": self.ours,
+                "published": self.published, "verdict": self.verdict, "note": self.note}
+
+
+def param_metrics(plan: Plan) -> list[str]:
+    return [m for m in plan.metrics if m in PARAM_UNITS]
+
+
+def count_plan(plan: Plan, cache: Path | None = None) -> list[Counted]:
+    """Every row of a plan whose table prints a parameter count, or (no such column) every row in
+    millions."""
+    wanted = param_metrics(plan) or ["params_M"]
+    out = []
+    for row in plan.rows:
+        n = row_count(row, cache)
+        ours = from_params(n, wanted)
+        published = plan.published[row.number]
+        _, verdict = compare(ours, published, wanted, plan.tolerance)
+        out.append(Counted(row.number, row.label, n, {m: number(published.get(m)) for m in wanted}, ours,
+                           verdict, row.note))
+    return out
