@@ -208,6 +208,88 @@ def cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_speed(args: argparse.Namespace) -> int:
+    from .configs import write_configs
+    from .dataset import ensure_dataset
+    from .plan import load_plan
+    from .speed import measure, record
+    from .study import Study
+    from .training import DONE_FILE
+
+    if args.images < 1:
+        raise UserError("command line", "--images", f"must be at least 1, got {args.images}")
+    plans = [load_plan(p) for p in args.plans]
+    study_root = Path(args.study)
+    study = Study.open(study_root, "smoke" if args.smoke else "full", create=True)
+    results = []
+    for plan in plans:
+        scale = _scale(args, study_root, plan.rows[0].recipe)
+        ann = scale.data_root / scale.val_ann
+        if args.smoke:
+            ensure_dataset(study_root / "data")
+        elif not ann.exists():
+            raise UserError(str(plan.path), "recipe.dataset", f"COCO not found: {ann} is missing; pass "
+                            "--data-root DIR (or set SBRREPRO_COCO), or use --smoke")
+        for rc in write_configs(plan, scale, study.configs):
+            if not trains(rc):
+                continue
+            done = study.run_dir(rc.train_key) / DONE_FILE
+            ckpt = done.parent / f"epoch_{json.loads(done.read_text())['epochs']}.pth" if done.exists() else None
+            speed = measure(rc.path, ckpt, args.images)
+            record(study.root, rc.key, speed)
+            results.append({"plan": plan.name, "row": rc.row, "label": rc.label, "key": rc.key,
+                            **dataclasses.asdict(speed)})
+            if not args.json:
+                weights = "trained" if speed.trained else "untrained (initial weights)"
+                print(f"{plan.name} row {rc.row:<3} {rc.label:<18} {speed.images_per_s:7.2f} img/s  "
+                      f"peak {speed.peak_memory_GB:.2f} GB ({speed.memory_kind})  {weights}  on {speed.device}",
+                      flush=True)
+    if args.json:
+        print(json.dumps(results, indent=1))
+    return 0
+
+
+def cmd_plot_anchors(args: argparse.Namespace) -> int:
+    from .anchors import DEFAULT_THRESHOLDS, max_anchor_ious, percent_without_anchor, plot_anchors
+    from .configs import build_config, full_scale
+    from .dataset import SyntheticSpec, ensure_dataset
+    from .files import atomic_write
+    from .plan import load_plan
+
+    plan = load_plan(args.plan)
+    rows = [r for r in plan.rows if r.model == "rpn_anchors"]
+    if not rows:
+        raise UserError(str(plan.path), "rows", "no row with model rpn_anchors (see plans/fig1.yaml)")
+    coco = args.data_root or os.environ.get("SBRREPRO_COCO")
+    if coco:  # the paper's: the boxes the RPN trains on
+        ann, dataset = Path(coco) / "annotations" / f"instances_{rows[0].recipe['train_split']}.json", "COCO"
+        if not ann.exists():
+            raise UserError("command line", "--data-root", f"{ann} is missing: expected a COCO folder")
+    else:
+        root = ensure_dataset(Path(args.study) / "data")
+        ann, dataset = root / "annotations" / "instances_train.json", f"embedded ({SyntheticSpec().folder_name()})"
+    curves, table = {}, {}
+    for row in rows:
+        generator = build_config(row, full_scale(Path(coco or "coco")))["anchor_generator"]  # no data read
+        ious = max_anchor_ious(ann, generator, tuple(row.recipe["image_scale"]), progress=not args.json)
+        percents = percent_without_anchor(ious, DEFAULT_THRESHOLDS)
+        label = f"{dataset}: {row.label}"
+        curves[label] = (DEFAULT_THRESHOLDS, percents)
+        table[label] = {"boxes": int(ious.size), "thresholds": DEFAULT_THRESHOLDS, "percent_without_anchor": percents}
+    out = Path(args.out) if args.out else Path(args.study) / "figures" / "fig1-anchors"
+    for ext in ("png", "pdf"):
+        plot_anchors(curves, out.with_suffix(f".{ext}"))
+    atomic_write(out.with_suffix(".json"), json.dumps(table, indent=1))
+    if args.json:
+        print(json.dumps(table, indent=1))
+        return 0
+    for label, data in table.items():
+        print(f"{label}: {data['boxes']} ground-truth boxes; % with no anchor at IoU >= t")
+        print("  " + "  ".join(f"{t:.2f}:{p:5.1f}" for t, p in zip(DEFAULT_THRESHOLDS, data["percent_without_anchor"])))
+    print(f"figure: {out.with_suffix('.png')}, {out.with_suffix('.pdf')}; data: {out.with_suffix('.json')}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sbrrepro", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -250,12 +332,30 @@ def parser() -> argparse.ArgumentParser:
     params.add_argument("--json", action="store_true", help="per plan and row: ours and published")
     params.set_defaults(func=cmd_params)
 
+    speed = sub.add_parser("speed", help="inference images/s (batch 1, one device) and peak memory per row")
+    speed.add_argument("plans", nargs="+", help="plan files, e.g. plans/table6.yaml")
+    study_arg(speed)
+    speed.add_argument("--smoke", action="store_true", help="the smoke-scale models on the embedded dataset")
+    speed.add_argument("--data-root", help="COCO folder for full scale (default: $SBRREPRO_COCO or data/coco)")
+    speed.add_argument("--images", type=int, default=20, help="timed images per row (default: %(default)s)")
+    speed.add_argument("--json", action="store_true")
+    speed.set_defaults(func=cmd_speed, epochs=None)
+
     plot = sub.add_parser("plot-iou", help="Fig. 3: IoU distribution of the positive training RoIs")
     study_arg(plot)
     plot.add_argument("--rows", nargs="+", help="rows to draw, as N or PLAN:N (default: Mask R-CNN and "
                       "the 3-loop R^3-CNN)")
     plot.add_argument("--out", help="output path without extension (default: STUDY/figures/fig3-iou)")
     plot.set_defaults(func=cmd_plot_iou)
+
+    anchors = sub.add_parser("plot-anchors", help="Fig. 1: % of ground-truth boxes with no anchor above an IoU")
+    anchors.add_argument("plan", nargs="?", default="plans/fig1.yaml", help="default: %(default)s")
+    study_arg(anchors)
+    anchors.add_argument("--data-root", help="COCO folder (default: $SBRREPRO_COCO; without either, the "
+                         "embedded dataset)")
+    anchors.add_argument("--out", help="output path without extension (default: STUDY/figures/fig1-anchors)")
+    anchors.add_argument("--json", action="store_true")
+    anchors.set_defaults(func=cmd_plot_anchors)
     return p
 
 

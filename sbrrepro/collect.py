@@ -11,24 +11,34 @@ from . import jobs
 from .configs import RowConfig
 from .costs import COSTS_FILE, measured
 from .files import atomic_write
-from .metrics import VOCABULARY, from_coco
+from .metrics import VOCABULARY, from_coco, from_params
+from .params import param_metrics, row_count
 from .plan import Plan, load_plan
 from .report import Table, to_latex, to_markdown
-from .results import final_metrics
+from .results import final_metrics, training_footprint
+from .speed import recorded as recorded_speed
 from .study import Study
 from .training import DONE_FILE, PROVENANCE_FILE
 from .verify import compare
+from .zoo import MODELS
 
 SCALED_MARK = "†"
+PARAMS_FILE = "params.json"  # counts by model and options, kept by collect
 
 
 def ours(study: Study, rc: RowConfig) -> dict[str, float]:
     """Our metrics for a finished row: CocoMetric's output in its training's log, or for an
-    evaluation-only row, in what its evaluation job kept of `runner.test()`."""
+    evaluation-only row, in what its evaluation job kept of `runner.test()`; the training's memory
+    and checkpoint size; the speed `sbrrepro speed` measured."""
     run_dir = study.run_dir(rc.key)
     done = json.loads((run_dir / DONE_FILE).read_text())
     coco = done["metrics"] if rc.eval_only else final_metrics(run_dir, done["epochs"])
-    return from_coco(coco or {})
+    train_dir = study.run_dir(rc.train_key)
+    epochs = json.loads((train_dir / DONE_FILE).read_text())["epochs"]
+    out = {**from_coco(coco or {}), **training_footprint(train_dir, epochs)}
+    if (speed := recorded_speed(study.root).get(rc.key)) is not None:
+        out["speed_fps"] = speed["images_per_s"]
+    return out
 
 
 @dataclass(frozen=True)
@@ -45,20 +55,26 @@ def collect(study: Study) -> Collected:
     for plan_path, _ in registered:
         if plan_path not in plans:
             plans[plan_path] = load_plan(plan_path)
-    state_of = {(s.plan, s.row): s for s in jobs.states(study, [rc for _, rc in registered])}
+    trained = [rc for _, rc in registered if MODELS[rc.model].trains]
+    state_of = {(s.plan, s.row): s for s in jobs.states(study, trained)}
 
     rows, by_plan = [], {}
     for plan_path, rc in registered:
         plan = plans[plan_path]
-        state = state_of[(rc.plan, rc.row)]
-        metrics = ours(study, rc) if state.state == jobs.DONE else {}
+        state = state_of.get((rc.plan, rc.row))
+        metrics = ours(study, rc) if state and state.state == jobs.DONE else {}
+        if param_metrics(plan):  # counted on the paper-scale model, whatever the study's scale
+            row = next(r for r in plan.rows if r.number == rc.row)
+            metrics |= from_params(row_count(row, study.root / PARAMS_FILE), plan.metrics)
         published = plan.published[rc.row]
         cells, verdict = compare(metrics, published, plan.metrics, plan.tolerance)
         if study.scale == "smoke" and verdict != "–":
             verdict = "smoke"  # synthetic data: the numbers are real but not comparable with the paper
         prov_path = study.run_dir(rc.train_key) / PROVENANCE_FILE
         prov = json.loads(prov_path.read_text()) if prov_path.exists() else None
-        rows.append({**state.to_json(), "metrics": metrics,
+        about = state.to_json() if state else {"plan": rc.plan, "row": rc.row, "label": rc.label,
+                                               "state": "counted"}
+        rows.append({**about, "metrics": metrics,
                      "published": {m: cells[m].published for m in plan.metrics},
                      "diff": {m: cells[m].diff for m in plan.metrics}, "verdict": verdict, "provenance": prov})
         lead = [str(rc.row), *(published[k] for k in plan_lead(plan))]

@@ -216,8 +216,15 @@ def _head_layer(o: dict[str, Any]) -> dict:
     return {"model": head, "layer": o["layer"]}
 
 
+def _rpn_anchors(o: dict[str, Any]) -> dict:
+    """Fig. 1: only the anchors of Mask R-CNN's RPN."""
+    rpn = _stock("mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py")["model"]["rpn_head"]
+    return {"anchor_generator": rpn["anchor_generator"]}
+
+
 MODEL_CONFIGS = {"mask_rcnn": _mask_rcnn, "faster_rcnn": _faster_rcnn, "htc": _htc, "condinst": _condinst,
-                 "r3_cnn": _r3_cnn, "sbr_cnn": _r3_cnn, "head_layer": _head_layer}
+                 "r3_cnn": _r3_cnn, "sbr_cnn": _r3_cnn, "head_layer": _head_layer,
+                 "rpn_anchors": _rpn_anchors}
 
 
 # ---- recipe and scale ----------------------------------------------------------------------------

@@ -46,3 +46,16 @@ def load_histograms(run_dir: Path) -> tuple[list[float], dict[str, list[int]]] |
         for name, counts in per_series.items():
             total[name] = [a + b for a, b in zip(total.get(name, [0] * len(counts)), counts)]
     return data["bin_edges"], total
+
+
+def training_footprint(work_dir: Path, epochs: int) -> dict[str, float]:
+    """Table 2's Mem (the most GPU memory a training iteration took, which MMEngine logs on GPUs
+    only) and Model (the size of the final checkpoint, optimizer state included, in MiB)."""
+    out: dict[str, float] = {}
+    memory = [line["memory"] for line in _log_lines(work_dir) if "loss" in line and "memory" in line]
+    if memory:
+        out["mem_GB"] = max(memory) / 1024  # MMEngine logs MiB
+    checkpoint = work_dir / f"epoch_{epochs}.pth"
+    if checkpoint.exists():
+        out["model_MB"] = checkpoint.stat().st_size / 2**20
+    return out

@@ -144,4 +144,7 @@ MODELS: dict[str, ModelSpec] = {
                                 help="index of the layer among the head's shared layers")},
         trains=False,
     ),
+    "rpn_anchors": ModelSpec(
+        "RPN anchors", "the anchors of Mask R-CNN's RPN against the ground-truth boxes (Fig. 1): computed "
+        "from annotations, not trained", trains=False),
 }

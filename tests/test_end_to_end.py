@@ -27,7 +27,7 @@ def study(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("e2e")
     shutil.copytree(REPO / "tables", tmp / "tables")
-    (tmp / "plans").mkdir()
+    shutil.copytree(REPO / "plans" / "recipes", tmp / "plans" / "recipes")
     plan = yaml.safe_load(TABLE3.read_text())
     plan["rows"] = [plan["rows"][0], plan["rows"][2]]
     plan_path = tmp / "plans" / "t3.yaml"
@@ -76,6 +76,22 @@ def test_collect_reads_the_metrics_the_runs_computed(study, cli):
     assert (root / "report" / "sbr-cnn-table3.tex").exists()
     costs = json.loads((root / "costs.json").read_text())  # measured: wall time x processes
     assert sorted(costs) == sorted(r["key"] for r in rows.values()) and all(h > 0 for h in costs.values())
+
+
+def test_speed_of_the_trained_models_reaches_the_table(study, cli):
+    """`speed` times the trained models (batch 1, this machine's device); `collect` then reports it,
+    with the size of each final checkpoint."""
+    root, plan_path, _, _ = study
+    measured = _json(cli("speed", str(plan_path), "--smoke", "--study", str(root), "--images", "2", "--json"))
+    assert [m["row"] for m in measured] == [1, 3]
+    assert all(m["trained"] and m["images"] == 2 and m["images_per_s"] > 0 and m["peak_memory_GB"] > 0
+               for m in measured)
+    rows = {r["row"]: r for r in _json(cli("collect", "--study", str(root), "--json"))}
+    for m in measured:
+        metrics = rows[m["row"]]["metrics"]
+        assert metrics["speed_fps"] == m["images_per_s"]
+        checkpoint = root / "runs" / m["key"] / "epoch_1.pth"
+        assert metrics["model_MB"] == checkpoint.stat().st_size / 2**20
 
 
 def test_iou_histograms_per_loop_and_the_figure(study, cli):

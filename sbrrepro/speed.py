@@ -1,0 +1,109 @@
+"""`sbrrepro speed`: inference images per second with batch 1 on one device (the papers' Speed
+column) and the peak memory, for a row's config on whatever device this machine has.
+
+The model carries its trained weights when the study has them, else its initial ones (flagged):
+speed depends on the architecture and on how many detections reach the mask head, so a trained
+model is the honest measure. Measured over the first images of the row's evaluation set after a
+warm-up; the figures go to the study's speed.json, where `collect` finds them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import platform
+import resource
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .files import atomic_write
+
+SPEED_FILE = "speed.json"
+
+
+@dataclass(frozen=True)
+class Speed:
+    images_per_s: float
+    images: int
+    peak_memory_GB: float
+    memory_kind: str  # "cuda max allocated" or "process peak RSS"
+    device: str
+    trained: bool
+
+
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+@contextlib.contextmanager
+def _quiet_mmengine() -> Iterator[None]:
+    from mmengine.logging import MMLogger
+
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def measure(config: Path, checkpoint: Path | None, images: int = 20, warmup: int = 3) -> Speed:
+    import torch
+    from mmdet.registry import DATASETS, MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    from mmengine.dataset import pseudo_collate
+    from mmengine.runner import load_checkpoint
+
+    cfg = Config.fromfile(str(config))  # imports sbrrepro.models (plugins)
+    register_all_modules()
+    cuda = torch.cuda.is_available()
+    # Building prints pages of init and COCO-index chatter: keep the command's output to its figures.
+    with contextlib.redirect_stdout(io.StringIO()), _quiet_mmengine():
+        model = MODELS.build(cfg.model)
+        model.init_weights()
+        if checkpoint:
+            load_checkpoint(model, str(checkpoint), map_location="cpu")
+        dataset = DATASETS.build(cfg.test_dataloader.dataset)
+        samples = [dataset[i % len(dataset)] for i in range(warmup + images)]  # decoding is not timed
+    model = model.to("cuda" if cuda else "cpu").eval()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    elapsed = 0.0
+    with torch.no_grad():
+        for i, sample in enumerate(samples):
+            if cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            model.test_step(pseudo_collate([sample]))
+            if cuda:
+                torch.cuda.synchronize()
+            if i >= warmup:
+                elapsed += time.perf_counter() - start
+    if cuda:
+        memory, kind = torch.cuda.max_memory_allocated() / 2**30, "cuda max allocated"
+    else:  # ru_maxrss is in KiB on Linux
+        memory, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "process peak RSS"
+    return Speed(images / elapsed, images, memory, kind, device_name(), checkpoint is not None)
+
+
+def record(study_root: Path, key: str, speed: Speed) -> None:
+    path = study_root / SPEED_FILE
+    known: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    known[key] = asdict(speed)
+    atomic_write(path, json.dumps(known, indent=1))
+
+
+def recorded(study_root: Path) -> dict[str, dict[str, Any]]:
+    path = study_root / SPEED_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
