@@ -176,6 +176,7 @@ def load_plan(path: str | Path) -> Plan:
             raise UserError(where, prefix + "row", f"row {r['row']} appears twice")
         if r["row"] not in published:
             raise UserError(where, prefix + "row", f"row {r['row']} has no line in {top['published']}")
-        label = r["label"] or published[r["row"]].get("model") or r["model"]
+        cells = published[r["row"]]
+        label = r["label"] or next((cells[k] for k in ("model", "method", "name") if cells.get(k)), r["model"])
         rows.append(Row(r["row"], r["model"], label, finished, row_recipe, r["note"]))
     return Plan(path, top["paper"], top["table"], top["title"], top["metrics"], top["tolerance"], published, rows)
