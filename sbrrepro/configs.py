@@ -283,9 +283,16 @@ def _apply_smoke(cfg: dict, scale: Scale, recipe: dict[str, Any]) -> None:
     model = cfg["model"]
     n = len(scale.classes or ())
     _walk(model, lambda d: "num_classes" in d and d.update(num_classes=n))
-    # ResNet-18 from scratch: nothing pretrained to freeze or to keep the BN statistics of.
-    model["backbone"].update(depth=18, init_cfg=None, frozen_stages=-1, norm_eval=False)
-    _set_where(model["backbone"], "SyncBN", type="BN")  # one process, maybe no GPU
+    # ResNet-18 from scratch: nothing pretrained to freeze or to keep the BN statistics of. GC-Net's
+    # context blocks and DCN exist in bottleneck blocks only: there, a ResNet-50 with a quarter of its
+    # channels has ResNet-18's stage widths (64-512).
+    backbone = model["backbone"]
+    if backbone.get("plugins") or backbone.get("dcn"):
+        backbone.update(depth=50, base_channels=16)
+    else:
+        backbone.update(depth=18)
+    backbone.update(init_cfg=None, frozen_stages=-1, norm_eval=False)
+    _set_where(backbone, "SyncBN", type="BN")  # SyncBN needs GPUs in a process group (gloo on CPUs)
     model["neck"]["in_channels"] = [64, 128, 256, 512]
     w = scale.width
 

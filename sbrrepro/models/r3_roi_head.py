@@ -7,6 +7,11 @@ internally: at loop t the mask heads of loops 0..t-1 are chained on the same RoI
 head of loop t (SBR-CNN's `with_mask_loop`). At inference the raw class scores are averaged over the
 L_e loops and the sigmoid masks of the L_e mask loops are averaged.
 
+Optional Mask IoU head (SBR-CNN): trained on the last training loop only, on the mask of that loop's
+head (its loss `loss_mask_iou` is not weighted by alpha_t). At inference it scores the last mask loop's
+prediction for each detected label; `mask_scores = IoU[label] * score` is the segm score, while
+`scores` stays the class score used for bbox AP (pitfall 4; CocoMetric reads `mask_scores` for segm).
+
 Indices: `loop` indexes train_cfg, assigners, samplers and loss weights; `head` = head_of_loop[loop]
 indexes the heads and RoI extractors (pitfall 2 of the port).
 """
@@ -21,6 +26,7 @@ from mmdet.models.utils import empty_instances, unpack_gt_instances
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from mmdet.structures.bbox import bbox2roi, get_box_tensor
+from mmdet.utils import ConfigType
 from mmengine.model import ModuleList
 from mmengine.structures import InstanceData
 from torch import Tensor
@@ -35,7 +41,8 @@ def _as_list(cfg, n: int) -> list:
 @MODELS.register_module()
 class R3RoIHead(CascadeRoIHead):
     def __init__(self, train_loops: int, head_of_loop: Sequence[int], loop_loss_weights: Sequence[float],
-                 eval_loops: int | None = None, mask_loop: bool = True, **kwargs) -> None:
+                 eval_loops: int | None = None, mask_loop: bool = True, mask_iou_head: ConfigType | None = None,
+                 **kwargs) -> None:
         self.head_of_loop = list(head_of_loop)
         self.eval_loops = eval_loops or train_loops
         self.mask_loop = mask_loop
@@ -46,6 +53,13 @@ class R3RoIHead(CascadeRoIHead):
         if len(loop_loss_weights) != train_loops:
             raise ValueError(f"loop_loss_weights needs {train_loops} values, got {list(loop_loss_weights)}")
         super().__init__(num_stages=train_loops, stage_loss_weights=list(loop_loss_weights), **kwargs)
+        if mask_iou_head is not None and not self.with_mask:
+            raise ValueError("a mask_iou_head needs a mask head")
+        self.mask_iou_head = MODELS.build(mask_iou_head) if mask_iou_head is not None else None
+
+    @property
+    def with_mask_iou(self) -> bool:
+        return self.mask_iou_head is not None
 
     # ---- construction: H heads and extractors, not one per loop (pitfall 1) ----------------------
     def _build_pairs(self, extractor_cfg, head_cfg) -> tuple[ModuleList, ModuleList]:
@@ -101,9 +115,20 @@ class R3RoIHead(CascadeRoIHead):
         for k in range(loop if self.mask_loop else head):
             feat = self.mask_head[self.head_of_loop[k]](mask_feats, feat, return_logits=False)
         mask_preds = self.mask_head[head](mask_feats, feat, return_feat=False)
-        return self.mask_head[head].loss_and_target(
+        results = self.mask_head[head].loss_and_target(
             mask_preds=mask_preds, sampling_results=sampling_results,
             batch_gt_instances=batch_gt_instances, rcnn_train_cfg=self.train_cfg[loop])
+        if self.with_mask_iou and loop == self.num_stages - 1:
+            # The IoU head learns the quality of the mask that inference scores: the last loop's.
+            # As in MMDetection's MaskScoringRoIHead, its loss also reaches the mask logits.
+            labels = torch.cat([res.pos_gt_labels for res in sampling_results])
+            rows = torch.arange(len(labels), device=labels.device)
+            pos_mask_preds = mask_preds[rows, labels]
+            mask_iou_preds = self.mask_iou_head(mask_feats, pos_mask_preds)[rows, labels]
+            results.update(self.mask_iou_head.loss_and_target(
+                mask_iou_preds, pos_mask_preds, results["mask_targets"], sampling_results, batch_gt_instances,
+                self.train_cfg[loop]))
+        return results
 
     def loss(self, x: tuple[Tensor], rpn_results_list: list[InstanceData],
              batch_data_samples: SampleList) -> dict:
@@ -122,7 +147,10 @@ class R3RoIHead(CascadeRoIHead):
                 results_list = self.bbox_head[head].refine_bboxes(sampling_results, bbox_results, batch_img_metas)
             if results_list is not None and self.with_mask:
                 mask_sampling = self._sample(loop, x, results_list, batch_gt_instances, batch_gt_ignore, False)
-                parts.update(self._loop_mask_loss(loop, x, mask_sampling, batch_gt_instances)["loss_mask"])
+                mask_results = self._loop_mask_loss(loop, x, mask_sampling, batch_gt_instances)
+                parts.update(mask_results["loss_mask"])
+                if "loss_mask_iou" in mask_results:  # not weighted by alpha_t, as in the authors' code
+                    losses["loss_mask_iou"] = mask_results["loss_mask_iou"]
             for name, value in parts.items():
                 losses[f"s{loop}.{name}"] = value * weight if "loss" in name else value
             if results_list is None:  # no RoI left to refine
@@ -173,35 +201,59 @@ class R3RoIHead(CascadeRoIHead):
                                          batch_img_metas=batch_img_metas, rescale=rescale,
                                          rcnn_test_cfg=rcnn_test_cfg)
 
-    def _looped_masks(self, x: tuple[Tensor], rois: Tensor) -> Tensor:
-        """Sigmoid masks averaged over the L_e mask loops, on RoI features extracted once."""
+    def _mask_loops(self, x: tuple[Tensor], rois: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The RoI features (extracted once) and the mask logits of each of the L_e mask loops."""
         extractor = self.mask_roi_extractor[self._last_head]
         mask_feats = extractor(x[:extractor.num_inputs], rois)
-        feat, masks = None, []
+        feat, logits = None, []
         for loop in range(self.eval_loops):
             mask_preds, feat = self.mask_head[self.head_of_loop[loop]](mask_feats, feat)
-            masks.append(mask_preds.sigmoid())
-        return torch.stack(masks).mean(0)
+            logits.append(mask_preds)
+        return mask_feats, logits
+
+    def _looped_masks(self, x: tuple[Tensor], rois: Tensor) -> Tensor:
+        """Sigmoid masks averaged over the L_e mask loops, on RoI features extracted once."""
+        return torch.stack([m.sigmoid() for m in self._mask_loops(x, rois)[1]]).mean(0)
+
+    def _mask_iou(self, mask_feats: Tensor, mask_logits: Tensor, labels: Tensor) -> Tensor:
+        """The predicted IoU of each RoI's mask (logits of one loop) for its label."""
+        rows = torch.arange(len(labels), device=labels.device)
+        return self.mask_iou_head(mask_feats, mask_logits[rows, labels])[rows, labels]
 
     def predict_mask(self, x: tuple[Tensor], batch_img_metas: list[dict], results_list: list[InstanceData],
                      rescale: bool = False) -> list[InstanceData]:
         mask_rois = bbox2roi([res.bboxes for res in results_list])
         if mask_rois.shape[0] == 0:
+            if self.with_mask_iou:  # the same fields whether or not there are detections
+                for res in results_list:
+                    res.mask_scores = res.scores.clone()
             return empty_instances(batch_img_metas, mask_rois.device, task_type="mask",
                                    instance_results=results_list, mask_thr_binary=self.test_cfg.mask_thr_binary)
-        masks = self._looped_masks(x, mask_rois).split([len(r) for r in results_list], 0)
+        mask_feats, logits = self._mask_loops(x, mask_rois)
+        per_image = [len(r) for r in results_list]
+        if self.with_mask_iou:
+            labels = torch.cat([res.labels for res in results_list])
+            mask_iou = self._mask_iou(mask_feats, logits[-1], labels).split(per_image, 0)
+            for res, iou in zip(results_list, mask_iou):
+                res.mask_scores = iou * res.scores  # segm score only; `scores` stays the bbox score
+        masks = torch.stack([m.sigmoid() for m in logits]).mean(0).split(per_image, 0)
         return self.mask_head[self._last_head].predict_by_feat(
             mask_preds=masks, results_list=results_list, batch_img_metas=batch_img_metas,
             rcnn_test_cfg=self.test_cfg, rescale=rescale, activate_map=True)
 
     def forward(self, x: tuple[Tensor], rpn_results_list: list[InstanceData],
                 batch_data_samples: SampleList) -> tuple:
-        """Tensor mode (used by complexity tools): the loops without post-processing."""
+        """Tensor mode (used by complexity tools): the loops without post-processing; with a Mask IoU
+        head also its IoU predictions, for the top-scoring class of each RoI."""
         batch_img_metas = [s.metainfo for s in batch_data_samples]
         proposals = [res.bboxes for res in rpn_results_list]
         rois, cls_scores, bbox_preds = self._refine_roi(
             x, bbox2roi(proposals), batch_img_metas, [len(p) for p in proposals])
         results: tuple = (cls_scores, bbox_preds)
         if self.with_mask:
-            results += (self._looped_masks(x, torch.cat(rois)),)
+            mask_feats, logits = self._mask_loops(x, torch.cat(rois))
+            results += (torch.stack([m.sigmoid() for m in logits]).mean(0),)
+            if self.with_mask_iou:
+                labels = torch.cat(cls_scores)[:, :-1].argmax(dim=1)
+                results += (self._mask_iou(mask_feats, logits[-1], labels),)
         return results
