@@ -33,7 +33,7 @@ def test_tables_3_and_4_share_their_trainings(tmp_path, cli):
 def test_an_evaluation_only_row_evaluates_the_shared_checkpoint(tmp_path):
     pytest.importorskip("mmcv._ext")
     shutil.copytree(REPO / "tables", tmp_path / "tables")
-    (tmp_path / "plans").mkdir()
+    shutil.copytree(REPO / "plans" / "recipes", tmp_path / "plans" / "recipes")
     plan = yaml.safe_load(TABLE4.read_text())
     plan["rows"] = [plan["rows"][3], plan["rows"][5]]  # L_e = 3 (trains) and L_e = 5 (evaluates)
     (tmp_path / "plans" / "t4.yaml").write_text(yaml.safe_dump(plan))
