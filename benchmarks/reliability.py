@@ -89,7 +89,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         shutil.copytree(REPO / "tables", tmp / "tables")
-        (tmp / "plans").mkdir()
+        shutil.copytree(REPO / "plans" / "recipes", tmp / "plans" / "recipes")
         plan = yaml.safe_load((REPO / "plans" / "table3.yaml").read_text())
         plan["rows"] = [plan["rows"][0], plan["rows"][2]]
         plan_path = tmp / "plans" / "t3.yaml"

@@ -76,7 +76,7 @@ def test_a_plan_on_slurm_trains_once_and_evaluates_after_its_training(tmp_path):
     from conftest import run_cli
 
     shutil.copytree(REPO / "tables", tmp_path / "tables")
-    (tmp_path / "plans").mkdir()
+    shutil.copytree(REPO / "plans" / "recipes", tmp_path / "plans" / "recipes")
     plan = yaml.safe_load((REPO / "plans" / "table4.yaml").read_text())
     plan["rows"] = [plan["rows"][3], plan["rows"][5]]
     (tmp_path / "plans" / "t4.yaml").write_text(yaml.safe_dump(plan))
@@ -101,7 +101,7 @@ def test_a_killed_and_restarted_run_submits_each_job_once(tmp_path):
     from conftest import run_cli
 
     shutil.copytree(REPO / "tables", tmp_path / "tables")
-    (tmp_path / "plans").mkdir()
+    shutil.copytree(REPO / "plans" / "recipes", tmp_path / "plans" / "recipes")
     plan = yaml.safe_load(TABLE3.read_text())
     plan["rows"] = [plan["rows"][0], plan["rows"][2]]
     (tmp_path / "plans" / "t3.yaml").write_text(yaml.safe_dump(plan))
