@@ -4,9 +4,14 @@ count what was lost.
     .venv/bin/python benchmarks/reliability.py [--kills 8] [--cluster slurm/local-test.yaml]
 
 A small plan (SBR-CNN Table 3 rows 1 and 3, smoke scale, 3 epochs) is run into a fresh study while
-`sbrrepro run` is SIGKILLed at random moments, then every training is SIGKILLed once after its
-first checkpoint and resumed with `--retry-failed`. Prints kills survived, duplicate submissions
-(must be 0), lost results (must be 0), and malformed inputs tried and rejected cleanly.
+`sbrrepro run` is SIGKILLed, alternately at a random moment and as soon as a submission of its
+appears (between sbatch and the record of the job id, where it can be), then run once more
+unhindered. Every training is then SIGKILLed once after its first checkpoint and resumed with
+`--retry-failed` (its first attempt killed the same way). With a profile that sets
+`array_parallelism` (slurm/local-test.yaml does), the trainings go out as job arrays, and killed
+tasks are resubmitted, not whole arrays. Prints kills survived (and how many left a submission
+unrecorded), duplicate submissions (single jobs and array tasks alike; must be 0), lost results
+(must be 0), and malformed inputs tried and rejected cleanly.
 """
 
 from __future__ import annotations
@@ -20,10 +25,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import yaml
+
+from sbrrepro import jobs
+from sbrrepro.study import Study
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,8 +45,36 @@ def status(study: Path) -> list[dict]:
     return json.loads(cli("status", "--study", str(study), "--json").stdout)
 
 
+def unrecorded(study_dir: Path) -> int:
+    """Submissions in the study that its state store does not hold: what a killed `run` left."""
+    if not (study_dir / "state.sqlite").exists():
+        return 0
+    study = Study.open(study_dir)
+    recorded = {(s.job_id, s.folder) for s in study.submissions().values()}
+    found = jobs.traces(study, {rc.key for _, rc in study.rows()})
+    return sum((t.job_id, t.folder) not in recorded for ts in found.values() for t in ts)
+
+
+def killed_run(run: list[str], study: Path, wait_s: float, on_submission: bool) -> bool:
+    """Start `run` and SIGKILL it after `wait_s`, or with `on_submission` as soon as submitit has
+    left a new job pickle in the study; return whether it was still running to be killed."""
+    def pickles() -> set[Path]:
+        return set(study.rglob("*_submitted.pkl"))
+
+    before = pickles()
+    proc = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + wait_s
+    while time.time() < deadline and proc.poll() is None and not (on_submission and pickles() != before):
+        time.sleep(0.005 if on_submission else 0.05)
+    killed = proc.poll() is None
+    proc.kill()
+    proc.wait()
+    return killed
+
+
 def kill_job(state: dict, study: Path) -> None:
-    """SIGKILL a training where it runs: the local controller and its tasks, or the SLURM job."""
+    """SIGKILL a training where it runs: the local controller and its tasks, or the SLURM job (an
+    array's task alone)."""
     if state["executor"] == "slurm":
         subprocess.run(["scancel", "--signal=KILL", state["job_id"]], check=False)
         return
@@ -47,13 +84,24 @@ def kill_job(state: dict, study: Path) -> None:
         os.kill(p, signal.SIGKILL)
 
 
+def kill_trainings(study: Path, killed: set[str], stop: threading.Event) -> None:
+    """SIGKILL each training once after its first checkpoint (before its last), until `stop`."""
+    while not stop.wait(1):
+        for s in status(study) if (study / "state.sqlite").exists() else []:
+            run_dir = study / "runs" / s["key"]
+            if (s["key"] not in killed and s["state"] == "running"
+                    and (run_dir / "epoch_1.pth").exists() and not (run_dir / "epoch_3.pth").exists()):
+                kill_job(s, study)
+                killed.add(s["key"])
+
+
 def malformed(tmp: Path) -> tuple[int, int]:
     """Malformed plans and profiles: (tried, rejected with one clean line and exit status 2)."""
     good = yaml.safe_load((REPO / "plans" / "table3.yaml").read_text())
     cases = {
         "bad yaml": "rows: [\n",
         "unknown field": yaml.safe_dump({**good, "colour": "red"}),
-        "wrong type": yaml.safe_dump({**good, "recipe": {**good["recipe"], "epochs": "twelve"}}),
+        "wrong type": yaml.safe_dump({**good, "recipe": {**good.get("recipe", {}), "epochs": "twelve"}}),
         "unknown model": yaml.safe_dump({**good, "rows": [{"row": 1, "model": "yolo"}]}),
         "missing published file": yaml.safe_dump({**good, "published": "../nowhere.csv"}),
         "path in table name": yaml.safe_dump({**good, "table": "../../x"}),
@@ -89,7 +137,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         shutil.copytree(REPO / "tables", tmp / "tables")
-        shutil.copytree(REPO / "plans" / "recipes", tmp / "plans" / "recipes")
+        shutil.copytree(REPO / "plans", tmp / "plans")  # with the recipes they refer to
         plan = yaml.safe_load((REPO / "plans" / "table3.yaml").read_text())
         plan["rows"] = [plan["rows"][0], plan["rows"][2]]
         plan_path = tmp / "plans" / "t3.yaml"
@@ -98,44 +146,50 @@ def main() -> None:
         run = [sys.executable, "-m", "sbrrepro", "run", str(plan_path), "--smoke", "--epochs", "3",
                "--study", str(study), *cluster]
 
-        kills = 0
-        for _ in range(args.kills):  # `run` killed at random moments, submitting or not
-            proc = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(0.0, 4.0))
-            if proc.poll() is None:
-                proc.kill()
-                kills += 1
-            proc.wait()
+        killed_jobs: set[str] = set()  # trainings are killed from the start, alongside `run`
+        stop = threading.Event()
+        killer = threading.Thread(target=kill_trainings, args=(study, killed_jobs, stop))
+        killer.start()
+        try:
+            started = time.time()
+            cli(*run[3:], "--dry-run")  # how long `run` takes here before it submits
+            span = 2 * (time.time() - started)
+            kills = left_unrecorded = 0
+            for i in range(args.kills):  # `run` killed at a random moment, or right after submitting
+                kills += killed_run(run, study, rng.uniform(0.0, span), on_submission=i % 2 == 1)
+                left_unrecorded += unrecorded(study) > 0
+            subprocess.run(run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
 
-        killed_jobs: set[str] = set()
-        deadline = time.time() + 1800
-        while time.time() < deadline:  # each training killed once after its first checkpoint
-            states = status(study)
-            for s in states:
-                run_dir = study / "runs" / s["key"]
-                if (s["key"] not in killed_jobs and s["state"] == "running"
-                        and (run_dir / "epoch_1.pth").exists() and not (run_dir / "epoch_3.pth").exists()):
-                    kill_job(s, study)
-                    killed_jobs.add(s["key"])
-            if all(s["state"] in ("done", "failed") for s in states):
-                if all(s["state"] == "done" for s in states):
-                    break
-                cli("run", *run[4:], "--retry-failed")
-            time.sleep(1)
+            retried = False
+            deadline = time.time() + 1800
+            while time.time() < deadline:
+                states = status(study)
+                if all(s["state"] in ("done", "failed") for s in states):
+                    if all(s["state"] == "done" for s in states):
+                        break
+                    if not retried:  # the first retry is killed as it submits; the next one adopts
+                        retried = True
+                        kills += killed_run([*run, "--retry-failed"], study, span, on_submission=True)
+                        left_unrecorded += unrecorded(study) > 0
+                    else:
+                        cli(*run[3:], "--retry-failed")
+                time.sleep(1)
+        finally:
+            stop.set()
+            killer.join()
 
         states = status(study)
-        submissions = {s["key"]: len(list((study / "runs" / s["key"] / "submitit").glob("*_submitted.pkl")))
-                       for s in states}
+        submissions = {k: len(t) for k, t in jobs.traces(Study.open(study), [s["key"] for s in states]).items()}
         expected = {k: 1 + (k in killed_jobs) for k in submissions}
         duplicates = sum(max(0, n - expected[k]) for k, n in submissions.items())
         collected = json.loads(cli("collect", "--study", str(study), "--json").stdout)
-        lost = sum(1 for r in collected if r["state"] != "done" or "bbox_AP" not in r["metrics"])
+        lost = len(plan["rows"]) - sum(1 for r in collected if r["state"] == "done" and "bbox_AP" in r["metrics"])
         resumed = sum(1 for k in killed_jobs
                       if "Auto resumed" in "".join(p.read_text() for p in (study / "runs" / k).glob("*/*.log")))
         tried, rejected = malformed(tmp)
 
-    print(f"kills survived: {kills} of `sbrrepro run`, {len(killed_jobs)} of trainings "
-          f"({resumed} resumed from their checkpoint)")
+    print(f"kills survived: {kills} of `sbrrepro run` ({left_unrecorded} left a submission unrecorded), "
+          f"{len(killed_jobs)} of trainings ({resumed} resumed from their checkpoint)")
     print(f"duplicate submissions: {duplicates}")
     print(f"lost results: {lost}")
     print(f"malformed inputs: {tried} tried, {rejected} rejected cleanly")

@@ -1,7 +1,8 @@
 """How jobs run: one small protocol, two executors on submitit (this machine, or SLURM).
 
 A cluster profile (YAML, see slurm/) chooses the executor and its resources. Without one, the local
-executor runs on this machine: its GPUs if it has some (one task per GPU), else its CPU.
+executor runs on this machine: its GPUs if it has some (one task per GPU), else its CPU. On SLURM,
+independent jobs can go out together as job arrays (`array_parallelism` of them running at once).
 """
 
 from __future__ import annotations
@@ -13,20 +14,25 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
 import submitit
 import yaml
 from submitit.core.utils import JobPaths, pickle_load
+from submitit.slurm.slurm import SlurmInfoWatcher
 
 from .errors import UserError
 from .schema import Field, one_of, positive, validate
 
 # Job states as sbrrepro reports them.
 PENDING, RUNNING, FINISHED, FAILED, UNKNOWN = "pending", "running", "finished", "failed", "unknown"
+
+# SLURM's default MaxArraySize: the most tasks of one array where the cluster does not say.
+SLURM_MAX_ARRAY_SIZE = 1001
 
 # Machine-wide, so that two studies on one machine share its cores too.
 SLOTS_DIR = Path(tempfile.gettempdir()) / f"sbrrepro-slots-{os.getuid()}"
@@ -61,6 +67,10 @@ PROFILE_FIELDS = {
     "time_min": Field(int, 7 * 24 * 60, positive, "time limit per job, in minutes"),
     "setup": Field(("list", str), [], help="shell lines run before the job, e.g. activating the venv"),
     "sbatch": Field(dict, {}, _safe_values, "extra sbatch parameters"),
+    "array_parallelism": Field(int, None, positive, "slurm: submit the trainings of a `run` as job arrays, "
+                               "this many of them running at once (default: one job per training)"),
+    "max_array_size": Field(int, None, positive, "slurm: the most tasks per array, more go out as several "
+                            f"arrays (default: the cluster's MaxArraySize, else {SLURM_MAX_ARRAY_SIZE})"),
 }
 
 
@@ -98,10 +108,17 @@ Job = tuple[str, Path]  # a submitted job: its id and its submitit folder
 
 class Executor(Protocol):
     kind: str
+    array_size: int  # the most independent jobs that go out together in one array (1: each on its own)
 
     def submit(self, job: Callable[[], Any], folder: Path, name: str, after: Job | None = None) -> str:
         """Submit `job`; with `after` (a job of this executor: id and folder), start it once that
         job has ended."""
+        ...
+
+    def submit_array(self, jobs: Sequence[Callable[[], Any]], folder: Path, name: str) -> list[str]:
+        """Submit independent `jobs` together, all with their files in `folder`; return their ids
+        in order. On SLURM one job array: the i-th job is task `<array id>_<i>` (a single job keeps
+        a plain id)."""
         ...
 
     def state(self, job_id: str, folder: Path) -> str: ...
@@ -168,6 +185,7 @@ class LocalExecutor:
     Trainings queue on `parallel` slots, so a CPU machine is not oversubscribed."""
 
     kind = "local"
+    array_size = 1  # the slots already bound how many trainings run at once
 
     def __init__(self, profile: Profile | None = None) -> None:
         self.profile = profile or load_profile(None)
@@ -189,6 +207,9 @@ class LocalExecutor:
         parallel = self.profile.parallel or (1 if gpus else min(4, cores))
         threads = None if gpus else max(1, cores // parallel)
         return ex.submit(Queued(job, SLOTS_DIR, parallel, threads, after)).job_id
+
+    def submit_array(self, jobs: Sequence[Callable[[], Any]], folder: Path, name: str) -> list[str]:
+        return [self.submit(job, folder, name) for job in jobs]
 
     def state(self, job_id: str, folder: Path) -> str:
         paths = JobPaths(folder, job_id, 0)
@@ -218,6 +239,35 @@ _SLURM_STATES = {
 }
 
 
+def _output(command: list[str]) -> str | None:
+    """What a SLURM command printed; None where it failed or is not installed."""
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def _sacct_state(job_id: str) -> str | None:
+    """The job's state in SLURM's accounting (an array task asked for by its own id: submitit's
+    watcher asks for the whole array); None where accounting is off or has no record of it yet, as
+    for the tasks of an array that waits as a whole."""
+    out = _output(["sacct", "-X", "--parsable2", "-o", "JobID,State", "-j", job_id])
+    state = SlurmInfoWatcher().read_info(out).get(job_id, {}).get("State") if out else None
+    return state.split()[0] if state else None  # "CANCELLED by 0"
+
+
+def _squeue_state(job_id: str) -> str | None:
+    out = _output(["squeue", "-h", "-j", job_id, "-o", "%T"])
+    return out.split()[0] if out and out.strip() else None
+
+
+def cluster_max_array_size() -> int:
+    """The cluster's MaxArraySize (0 where arrays are off), or SLURM's default where it does not say."""
+    found = re.search(r"^MaxArraySize\s*=\s*(\d+)", _output(["scontrol", "show", "config"]) or "", re.M)
+    return int(found.group(1)) if found else SLURM_MAX_ARRAY_SIZE
+
+
 class SlurmExecutor:
     """Submits through submitit's SLURM executor: `nodes` x `tasks_per_node` tasks, one per GPU."""
 
@@ -225,6 +275,12 @@ class SlurmExecutor:
 
     def __init__(self, profile: Profile | None = None) -> None:
         self.profile = profile or load_profile(None)
+
+    @cached_property
+    def array_size(self) -> int:
+        if not self.profile.array_parallelism:
+            return 1
+        return max(1, self.profile.max_array_size or cluster_max_array_size())
 
     def parameters(self, name: str) -> dict[str, Any]:
         p = self.profile
@@ -235,7 +291,7 @@ class SlurmExecutor:
             # one failed task ends the job, instead of leaving the others waiting for it
             srun_args=["--kill-on-bad-exit=1"],
         )
-        for key in ("partition", "cpus_per_task", "account", "qos"):
+        for key in ("partition", "cpus_per_task", "account", "qos", "array_parallelism"):
             if getattr(p, key) is not None:
                 params[key] = getattr(p, key)
         if gpus and p.gpu_flag == "gres":
@@ -245,27 +301,29 @@ class SlurmExecutor:
         params["additional_parameters"] = dict(p.sbatch)
         return params
 
-    def submit(self, job: Callable[[], Any], folder: Path, name: str, after: Job | None = None) -> str:
+    def _executor(self, folder: Path, name: str, **extra: Any) -> submitit.SlurmExecutor:
         ex = submitit.SlurmExecutor(folder=folder)
-        params = self.parameters(name)
-        if after:
-            params["dependency"] = f"afterok:{after[0]}"
-        ex.update_parameters(**params)
-        return ex.submit(job).job_id
+        ex.update_parameters(**self.parameters(name), **extra)
+        return ex
+
+    def submit(self, job: Callable[[], Any], folder: Path, name: str, after: Job | None = None) -> str:
+        # an array task's id (`<array>_<task>`) is a valid dependency too
+        extra = {"dependency": f"afterok:{after[0]}"} if after else {}
+        return self._executor(folder, name, **extra).submit(job).job_id
+
+    def submit_array(self, jobs: Sequence[Callable[[], Any]], folder: Path, name: str) -> list[str]:
+        return [j.job_id for j in self._executor(folder, name).submit_array(list(jobs))]
 
     def state(self, job_id: str, folder: Path) -> str:
-        """From sacct (through submitit); where accounting is off, from squeue and the job folder."""
-        raw = submitit.SlurmJob(folder, job_id).state.split()[0]
-        if raw == "UNKNOWN":
-            queued = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
-            if queued.returncode == 0 and queued.stdout.strip():
-                raw = queued.stdout.split()[0]
-            else:  # gone from the queue: its result pickle tells how it ended
-                return _result_state(job_id, folder)
+        """From sacct; where accounting is off or knows nothing yet, from squeue; once the job is
+        gone from both, from its folder."""
+        raw = _sacct_state(job_id) or _squeue_state(job_id)
+        if raw is None:  # its result pickle tells how it ended
+            return _result_state(job_id, folder)
         return _SLURM_STATES.get(raw, FAILED)
 
     def cancel(self, job_id: str, folder: Path) -> None:
-        submitit.SlurmJob(folder, job_id).cancel(check=False)
+        submitit.SlurmJob(folder, job_id).cancel(check=False)  # an array task alone, by its id
 
 
 def make_executor(profile: Profile) -> Executor:

@@ -2,24 +2,32 @@
 
 A training is identified by its key (model + content hash of its config): rows with the same key,
 in one plan or several, share one job. An evaluation-only row (same training, other test-time
-settings) gets an evaluation job that starts once its training has ended. A key's state comes from
-its work dir first (`done.json` is written last), then from the executor that ran its recorded job.
+settings) gets an evaluation job that starts once its training has ended. Trainings go out
+together, as job arrays, where the executor makes arrays. A key's state comes from its work dir first
+(`done.json` is written last), then from the executor that ran its recorded job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from .configs import RowConfig
 from .executors import FAILED, FINISHED, PENDING, RUNNING, Executor, Job, executor_of_kind
+from .files import atomic_write
 from .study import Study, Submission
 from .training import DONE_FILE, STARTED_FILE, EvalJob, TrainingJob
 
 # Row states, in the order a row goes through them.
 NEW, DONE = "new", "done"
 TAIL_LINES = 15
+SUBMITTED = "_submitted.pkl"  # submitit writes <job id>_submitted.pkl as soon as it has submitted a job
+MANIFEST = "keys.json"  # in an array's folder: the keys of its tasks, in task order
 
 
 @dataclass(frozen=True)
@@ -45,16 +53,18 @@ class RowState:
 
 
 def _submitit_folder(study: Study, key: str) -> Path:
+    """The folder of a job submitted on its own (an array's tasks share the array's folder)."""
     return study.run_dir(key) / "submitit"
 
 
-def key_state(study: Study, key: str, submission, executor_for: Callable[[str], Executor]) -> str:
+def key_state(study: Study, key: str, submission: Submission | None,
+              executor_for: Callable[[str], Executor]) -> str:
     run_dir = study.run_dir(key)
     if (run_dir / DONE_FILE).exists():
         return DONE
     if submission is None:
         return NEW
-    state = executor_for(submission.executor).state(submission.job_id, _submitit_folder(study, key))
+    state = executor_for(submission.executor).state(submission.job_id, submission.folder)
     if state == RUNNING and not (run_dir / STARTED_FILE).exists():
         return PENDING  # the job waits for a training slot
     if state == FINISHED:  # the job ended but wrote no done.json
@@ -80,7 +90,7 @@ def states(study: Study, rows: list[RowConfig],
             state = FAILED  # nothing to evaluate
         log = tail = None
         if sub is not None:
-            log = _submitit_folder(study, r.key) / f"{sub.job_id}_0_log.err"
+            log = sub.folder / f"{sub.job_id}_0_log.err"
             if state == FAILED and log.exists():
                 tail = "\n".join(log.read_text(errors="replace").splitlines()[-TAIL_LINES:])
         out.append(RowState(r.plan, r.row, r.label, str(r.path), r.key, r.key.rsplit("-", 1)[1], r.train_key,
@@ -90,52 +100,104 @@ def states(study: Study, rows: list[RowConfig],
     return out
 
 
-def _unrecorded_job(folder: Path, recorded: Submission | None) -> str | None:
-    """The id of a job that a killed `sbrrepro run` submitted but did not record: submitit leaves
-    `<job id>_submitted.pkl` in the key's folder as soon as the job is submitted."""
-    pickles = sorted(folder.glob("*_submitted.pkl"), key=lambda p: p.stat().st_mtime)
-    if not pickles:
+@dataclass(frozen=True)
+class Trace:
+    """A submission that left its job pickle in a submitit folder, recorded or not."""
+
+    job_id: str
+    folder: Path
+    time: float  # when the pickle was written: just before the submission, so before its record
+
+
+def _pickles(folder: Path) -> list[Trace]:
+    return [Trace(p.name.removesuffix(SUBMITTED), folder, p.stat().st_mtime) for p in folder.glob("*" + SUBMITTED)]
+
+
+def traces(study: Study, keys: Iterable[str]) -> dict[str, list[Trace]]:
+    """Every submission made for each of `keys`: a job of its own in the key's folder, or a task of
+    an array whose folder lists the key (task i runs the i-th key)."""
+    found = {key: _pickles(_submitit_folder(study, key)) for key in keys}
+    for manifest in study.arrays.glob(f"*/{MANIFEST}"):
+        tasks = json.loads(manifest.read_text())
+        for trace in _pickles(manifest.parent):
+            key = tasks[int(trace.job_id.rsplit("_", 1)[1])]
+            if key in found:
+                found[key].append(trace)
+    return found
+
+
+def _unrecorded(found: list[Trace], recorded: Submission | None) -> Trace | None:
+    """The submission that a killed `sbrrepro run` made but did not record: the newest one, where
+    it is newer than the recorded one."""
+    newest = max(found, key=lambda t: t.time, default=None)
+    if newest is None or recorded is not None and (
+            newest.time <= recorded.submitted or (newest.job_id, newest.folder) == (recorded.job_id, recorded.folder)):
         return None
-    newest = pickles[-1]
-    if recorded is not None and (newest.stat().st_mtime <= recorded.submitted or
-                                 newest.name.startswith(f"{recorded.job_id}_")):
-        return None
-    return newest.name.split("_", 1)[0]
+    return newest
+
+
+def _new_array_folder(study: Study, keys: list[str]) -> Path:
+    """A fresh folder for one array, listing its keys before it is submitted: tasks that a killed
+    `run` did not record are found there by their index."""
+    folder = study.arrays / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    atomic_write(folder / MANIFEST, json.dumps(keys))
+    return folder
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
 
 
 def submit(study: Study, rows: list[RowConfig], executor: Executor, retry_failed: bool = False) -> list[str]:
     """Submit every job that `rows` need and that is new (or failed, with retry_failed): each
-    training once, then each evaluation-only job, after its training. Return the keys submitted.
-    The caller holds `study.submitting()`. Each submission is recorded as soon as it is made, and a
-    submission made by a `run` killed before recording it is adopted instead of being made twice."""
+    training once, together as arrays of at most `executor.array_size`, then each evaluation-only
+    job alone, after its training. Return the keys submitted. The caller holds
+    `study.submitting()`. Submissions are recorded as soon as they are made, and a submission made
+    by a `run` killed before recording it is adopted instead of being made twice."""
     wanted = {NEW, FAILED} if retry_failed else {NEW}
     subs = study.submissions()
+    found = traces(study, {r.key for r in rows} | {r.train_key for r in rows})
     submitted: list[str] = []
 
     def state_of(key: str) -> str:
         return key_state(study, key, subs.get(key), executor_of_kind)
 
-    def send(key: str, config: Path, job, after: Job | None = None) -> None:
-        folder = _submitit_folder(study, key)
-        orphan = _unrecorded_job(folder, subs.get(key))
-        job_id = orphan or executor.submit(job, folder, f"sbrrepro-{key}", after)
-        study.record(key, str(config), executor.kind, job_id)
-        if orphan is None:
-            submitted.append(key)
+    def to_send(key: str, config: Path) -> bool:
+        """Whether `key` needs a submission; one left unrecorded is recorded instead."""
+        if state_of(key) not in wanted:
+            return False
+        orphan = _unrecorded(found[key], subs.get(key))
+        if orphan is not None:
+            study.record(executor.kind, [(key, str(config), orphan.job_id, orphan.folder)])
+        return orphan is None
+
+    def send(batch: list[tuple[str, Path, Callable[[], Any]]], after: Job | None = None) -> None:
+        """Submit `batch` (key, config, job): one job alone in its key's folder, more as an array."""
+        if len(batch) == 1:
+            ((key, _, job),) = batch
+            folder = _submitit_folder(study, key)
+            ids = [executor.submit(job, folder, f"sbrrepro-{key}", after)]
+        else:
+            folder = _new_array_folder(study, [key for key, _, _ in batch])
+            ids = executor.submit_array([job for _, _, job in batch], folder, f"sbrrepro-array-{folder.name}")
+        study.record(executor.kind, [(key, str(config), i, folder) for (key, config, _), i in zip(batch, ids)])
+        submitted.extend(key for key, _, _ in batch)
 
     trainings = {r.train_key: r.train_path for r in rows}
-    for key, config in trainings.items():
-        if state_of(key) in wanted:
-            send(key, config, TrainingJob(str(config), str(study.run_dir(key))))
+    ready = [(key, config, TrainingJob(str(config), str(study.run_dir(key))))
+             for key, config in trainings.items() if to_send(key, config)]
+    for batch in _chunks(ready, executor.array_size):
+        send(batch)
     subs = study.submissions()
     evaluations = {r.key: r for r in rows if r.eval_only}
     for key, r in evaluations.items():
         train_state = state_of(r.train_key)
-        if train_state == FAILED or state_of(key) not in wanted:
+        if train_state == FAILED or not to_send(key, r.path):
             continue
         train = subs[r.train_key] if train_state != DONE else None
-        after = (train.job_id, _submitit_folder(study, r.train_key)) if train else None
-        send(key, r.path, EvalJob(str(r.path), str(study.run_dir(r.train_key)), str(study.run_dir(key))), after)
+        job = EvalJob(str(r.path), str(study.run_dir(r.train_key)), str(study.run_dir(key)))
+        send([(key, r.path, job)], (train.job_id, train.folder) if train else None)
     return submitted
 
 
@@ -146,6 +208,6 @@ def cancel(study: Study, rows: list[RowConfig]) -> list[str]:
     for state in states(study, rows):
         if state.key not in cancelled and state.state in (PENDING, RUNNING):
             sub = subs[state.key]
-            executor_of_kind(sub.executor).cancel(sub.job_id, _submitit_folder(study, state.key))
+            executor_of_kind(sub.executor).cancel(sub.job_id, sub.folder)  # an array's task alone
             cancelled.append(state.key)
     return cancelled

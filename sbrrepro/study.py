@@ -2,9 +2,10 @@
 
 Layout:
     study.json               scale of the study (smoke or full), fixed at creation
-    state.sqlite             one line per training: config, executor, job id, attempts, times
+    state.sqlite             one line per training: config, executor, job id, submitit folder, attempts, times
     configs/*.py             one MMDetection config per plan row (named by content hash)
-    runs/<key>/              MMEngine work dir of the training `key`, plus submitit's folder
+    runs/<key>/              MMEngine work dir of the training `key`, plus submitit's folder of its job
+    arrays/<stamp>/          submitit's folder of one SLURM job array, with the keys of its tasks
     data/                    the generated dataset (smoke scale)
     results.json, report/, figures/   written by `collect` and `plot-iou`
 """
@@ -15,7 +16,7 @@ import fcntl
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +25,14 @@ from .configs import RowConfig
 from .errors import UserError
 from .files import atomic_write
 
-SCHEMA_VERSION = 1  # PRAGMA user_version of state.sqlite; raise it when _SCHEMA changes
+SCHEMA_VERSION = 2  # PRAGMA user_version of state.sqlite; raise it when _SCHEMA changes
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     key TEXT PRIMARY KEY,
     config TEXT NOT NULL,
     executor TEXT NOT NULL,
     job_id TEXT NOT NULL,
+    folder TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 1,
     submitted REAL NOT NULL
 );
@@ -54,7 +56,8 @@ class Submission:
     key: str
     config: str
     executor: str
-    job_id: str
+    job_id: str  # an array task's is `<array id>_<task>`
+    folder: Path  # submitit's folder of the job (shared by the tasks of an array)
     attempts: int
     submitted: float
 
@@ -91,6 +94,10 @@ class Study:
 
     def run_dir(self, key: str) -> Path:
         return self.root / "runs" / key
+
+    @property
+    def arrays(self) -> Path:
+        return self.root / "arrays"
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -152,15 +159,29 @@ class Study:
 
     def submissions(self) -> dict[str, Submission]:
         with self._db() as con:
-            rows = con.execute("SELECT key, config, executor, job_id, attempts, submitted FROM runs").fetchall()
-        return {r[0]: Submission(*r) for r in rows}
+            rows = con.execute("SELECT key, config, executor, job_id, folder, attempts, submitted FROM runs").fetchall()
+        return {r[0]: Submission(r[0], r[1], r[2], r[3], self.root / r[4], r[5], r[6]) for r in rows}
 
-    def record(self, key: str, config: str, executor: str, job_id: str) -> None:
-        """Record a submission atomically (a resubmission counts one more attempt)."""
+    def record(self, executor: str, jobs: Iterable[tuple[str, str, str, Path]]) -> None:
+        """Record submissions (key, config, job id, submitit folder) made together, in one
+        transaction: all or none (a resubmission counts one more attempt)."""
+        now = time.time()
+        # folders relative to the study, which may move
+        values = [(key, config, executor, job_id, str(_relative(folder, self.root)), now)
+                  for key, config, job_id, folder in jobs]
         with self._db() as con:
-            con.execute(
-                "INSERT INTO runs (key, config, executor, job_id, submitted) VALUES (?, ?, ?, ?, ?) "
+            con.execute("BEGIN IMMEDIATE")
+            con.executemany(
+                "INSERT INTO runs (key, config, executor, job_id, folder, submitted) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET config=excluded.config, executor=excluded.executor, "
-                "job_id=excluded.job_id, attempts=attempts+1, submitted=excluded.submitted",
-                (key, config, executor, job_id, time.time()),
+                "job_id=excluded.job_id, folder=excluded.folder, attempts=attempts+1, submitted=excluded.submitted",
+                values,
             )
+            con.execute("COMMIT")
+
+
+def _relative(path: Path, root: Path) -> Path:
+    try:
+        return path.relative_to(root)
+    except ValueError:  # outside the study: kept absolute (root / an absolute path is that path)
+        return path

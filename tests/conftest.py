@@ -31,6 +31,20 @@ def slurm_up() -> bool:
     return out.returncode == 0 and out.stdout.strip() != ""
 
 
+def slurm_profile(tmp_path: Path, **changes) -> Path:
+    """slurm/local-test.yaml (the test cluster's profile) with `changes`."""
+    import yaml
+
+    profile = yaml.safe_load((REPO / "slurm" / "local-test.yaml").read_text())
+    path = tmp_path / "profile.yaml"
+    path.write_text(yaml.safe_dump({**profile, **changes}))
+    return path
+
+
+# Held by a start time an hour away: submitted jobs and arrays that never run while a test looks at them.
+HELD = {"begin": "now+1hour"}
+
+
 @pytest.fixture(params=["local", "slurm"])
 def executor(request):
     """Each executor in turn: the shared conformance suite runs against all of them."""

@@ -12,7 +12,22 @@ from conftest import REPO, settle
 from submitit.slurm.slurm import _make_sbatch_string
 
 from sbrrepro.errors import UserError
-from sbrrepro.executors import FAILED, FINISHED, RUNNING, SlurmExecutor, load_profile, make_executor
+from sbrrepro.executors import (
+    FAILED,
+    FINISHED,
+    RUNNING,
+    SLURM_MAX_ARRAY_SIZE,
+    LocalExecutor,
+    SlurmExecutor,
+    load_profile,
+    make_executor,
+)
+
+
+def _wait_running(executor, job_id: str, folder: Path) -> None:
+    deadline = time.time() + 60
+    while executor.state(job_id, folder) != RUNNING and time.time() < deadline:
+        time.sleep(0.5)
 
 
 def test_a_job_that_returns_finishes(executor, tmp_path):
@@ -27,16 +42,32 @@ def test_a_job_that_raises_fails(executor, tmp_path):
 
 def test_a_cancelled_job_fails(executor, tmp_path):
     job_id = executor.submit(functools.partial(time.sleep, 300), tmp_path, "long")
-    deadline = time.time() + 60
-    while executor.state(job_id, tmp_path) != RUNNING and time.time() < deadline:
-        time.sleep(0.5)
+    _wait_running(executor, job_id, tmp_path)
     executor.cancel(job_id, tmp_path)
     assert settle(executor, job_id, tmp_path) == FAILED
 
 
-def _sbatch(profile_path: Path) -> list[str]:
+def test_jobs_submitted_together_end_each_on_its_own(executor, tmp_path):
+    jobs = [functools.partial(time.sleep, 0.1), functools.partial(int, "not a number"),
+            functools.partial(time.sleep, 0.1)]
+    ids = executor.submit_array(jobs, tmp_path, "together")
+    assert len(set(ids)) == 3
+    assert [settle(executor, i, tmp_path) for i in ids] == [FINISHED, FAILED, FINISHED]
+
+
+def test_one_job_of_those_submitted_together_is_cancelled_alone(executor, tmp_path):
+    first, second = executor.submit_array([functools.partial(time.sleep, 300)] * 2, tmp_path, "long")
+    _wait_running(executor, first, tmp_path)
+    executor.cancel(second, tmp_path)
+    assert settle(executor, second, tmp_path) == FAILED
+    assert executor.state(first, tmp_path) == RUNNING
+    executor.cancel(first, tmp_path)
+    assert settle(executor, first, tmp_path) == FAILED
+
+
+def _sbatch(profile_path: Path, **extra) -> list[str]:
     params = SlurmExecutor(load_profile(str(profile_path))).parameters("sbrrepro-r3_cnn-abc")
-    return _make_sbatch_string(command="python -m x", folder="/tmp/f", **params).splitlines()
+    return _make_sbatch_string(command="python -m x", folder="/tmp/f", **params, **extra).splitlines()
 
 
 def test_paper_profile_asks_for_two_nodes_of_four_gpus():
@@ -58,11 +89,48 @@ def test_gres_dialect_and_account(tmp_path):
     assert not any("--gpus-per-node" in line for line in lines)
 
 
+def _fake_scontrol(tmp_path: Path, monkeypatch, config: str | None) -> None:
+    """`scontrol show config` prints `config`; None: scontrol fails (no cluster answers)."""
+    import os
+
+    shim = tmp_path / "bin"
+    shim.mkdir(exist_ok=True)
+    body = f"cat <<'EOF'\n{config}\nEOF\n" if config is not None else "exit 1\n"
+    (shim / "scontrol").write_text("#!/bin/sh\n" + body)
+    (shim / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")
+
+
+@pytest.mark.parametrize(("fields", "cluster", "size"), [
+    ("", "MaxArraySize            = 1001", 1),  # no array_parallelism: one job per training
+    ("array_parallelism: 3\n", "MaxArraySize            = 40\nMaxJobCount = 10000", 40),
+    ("array_parallelism: 3\n", None, SLURM_MAX_ARRAY_SIZE),
+    ("array_parallelism: 3\n", "MaxArraySize            = 0", 1),  # arrays off on this cluster
+    ("array_parallelism: 3\nmax_array_size: 2\n", "MaxArraySize            = 40", 2),
+])
+def test_array_size_comes_from_the_profile_else_the_cluster(tmp_path, monkeypatch, fields, cluster, size):
+    _fake_scontrol(tmp_path, monkeypatch, cluster)
+    profile = tmp_path / "c.yaml"
+    profile.write_text("executor: slurm\n" + fields)
+    assert SlurmExecutor(load_profile(str(profile))).array_size == size
+    assert LocalExecutor(load_profile(str(profile))).array_size == 1  # local: its slots limit trainings
+
+
+def test_an_array_asks_sbatch_for_its_parallelism_limit(tmp_path):
+    profile = tmp_path / "c.yaml"
+    profile.write_text("executor: slurm\narray_parallelism: 3\n")
+    lines = _sbatch(profile, map_count=5)
+    assert "#SBATCH --array=0-4%3" in lines and "#SBATCH --output=/tmp/f/%A_%a_0_log.out" in lines
+    assert not any("--array" in line for line in _sbatch(profile))  # a single job: no array
+
+
 @pytest.mark.parametrize(("text", "field", "problem"), [
     ("executor: slurm\npartition: 'gpu; rm -rf ~'\n", "partition", "letters, digits"),
     ("executor: slurm\nsbatch: {'mem; reboot': 1}\n", "sbatch", "sbatch parameter"),
     ("executor: kubernetes\n", "executor", "not one of"),
     ("executor: slurm\nnode: 2\n", "node", "unknown field"),
+    ("executor: slurm\narray_parallelism: 0\n", "array_parallelism", "must be > 0"),
+    ("executor: slurm\nmax_array_size: many\n", "max_array_size", "expected an integer"),
 ])
 def test_unsafe_or_wrong_profiles_are_refused(tmp_path, cli, text, field, problem):
     profile = tmp_path / "bad.yaml"

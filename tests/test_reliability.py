@@ -1,5 +1,6 @@
 """Crashes and kills lose nothing: a preempted training resumes from its checkpoint (on every
-executor), and a submission whose `run` was killed before recording it is adopted, not repeated."""
+executor), and a submission whose `run` was killed before recording it is adopted, not repeated
+(a job of its own, or the tasks of a SLURM array)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import json
 import time
 
 import pytest
-from conftest import TABLE3, interrupt, settle
+from conftest import HELD, TABLE3, interrupt, settle, slurm_profile, slurm_up
 
 from sbrrepro import jobs
 from sbrrepro.configs import smoke_scale, write_configs
 from sbrrepro.dataset import SyntheticSpec, ensure_dataset
-from sbrrepro.executors import FINISHED, LocalExecutor
+from sbrrepro.executors import FINISHED, LocalExecutor, SlurmExecutor, load_profile
 from sbrrepro.plan import load_plan
 from sbrrepro.study import Study
 from sbrrepro.training import DONE_FILE, TrainingJob
@@ -64,6 +65,46 @@ def test_a_submission_left_unrecorded_by_a_killed_run_is_adopted(tiny_configs, t
     assert settle(LocalExecutor(), orphan, study.run_dir(key) / "submitit") == "failed"
     (state,) = jobs.states(study, rows[:1])
     assert state.state == "failed" and "/nonexistent.py" in state.log_tail
+
+
+def _forget_submissions(study: Study) -> None:
+    """As if `run` had been killed between its submissions and their records."""
+    import sqlite3
+
+    con = sqlite3.connect(study.root / "state.sqlite")
+    con.execute("DELETE FROM runs")
+    con.commit()
+    con.close()
+
+
+@pytest.mark.skipif(not slurm_up(), reason="no SLURM cluster answers here")
+def test_an_array_left_unrecorded_by_a_killed_run_is_adopted_task_by_task(tiny_configs, tmp_path):
+    """Two trainings as one array, held by a start time an hour away (nothing trains)."""
+    executor = SlurmExecutor(load_profile(str(slurm_profile(tmp_path, sbatch={"mem": 1000, **HELD}))))
+    study = Study.open(tmp_path / "study", "smoke", create=True)
+    rows = tiny_configs(1)
+    keys = [r.key for r in rows]
+    assert jobs.submit(study, rows, executor) == keys
+    first = study.submissions()
+    try:
+        array = first[keys[0]].job_id.split("_")[0]
+        assert [first[k].job_id for k in keys] == [f"{array}_0", f"{array}_1"]
+        _forget_submissions(study)
+        assert jobs.submit(study, rows, executor) == []  # every task adopted
+        assert {k: (s.job_id, s.folder) for k, s in study.submissions().items()} == {
+            k: (s.job_id, s.folder) for k, s in first.items()}
+        # killed before submitit had put the second task's job pickle in place: that task cannot
+        # run its training, so the training goes out once more, alone
+        _forget_submissions(study)
+        (first[keys[1]].folder / f"{array}_1_submitted.pkl").unlink()
+        assert jobs.submit(study, rows, executor) == [keys[1]]
+        now = study.submissions()
+        assert now[keys[0]].job_id == f"{array}_0" and "_" not in now[keys[1]].job_id
+        assert {k: len(t) for k, t in jobs.traces(study, keys).items()} == {k: 1 for k in keys}
+    finally:
+        jobs.cancel(study, rows)
+        for s in first.values():
+            executor.cancel(s.job_id, s.folder)
 
 
 def test_cancel_stops_a_running_training(tiny_configs, tmp_path, cli):

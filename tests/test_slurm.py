@@ -1,22 +1,51 @@
 """Against the real SLURM cluster that slurm/cluster.sh starts (skipped where none answers): a
-2-node CPU training (gloo) of a smoke model through the SLURM executor ends with metrics."""
+2-node CPU training (gloo) of a smoke model through the SLURM executor ends with metrics; job
+arrays keep their parallelism limit and split at their maximum size; plans run through the CLI."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
 
 import pytest
-from conftest import REPO, TABLE3, settle, slurm_up
+import yaml
+from conftest import HELD, REPO, TABLE3, run_cli, settle, slurm_profile, slurm_up
+from submitit.core.utils import JobPaths, pickle_load
 
+from sbrrepro import jobs
 from sbrrepro.configs import smoke_scale, write_configs
 from sbrrepro.dataset import SyntheticSpec, ensure_dataset
-from sbrrepro.executors import FINISHED, SlurmExecutor, load_profile
+from sbrrepro.executors import FAILED, FINISHED, SlurmExecutor, load_profile
 from sbrrepro.plan import load_plan
 from sbrrepro.results import final_metrics, load_histograms
+from sbrrepro.study import Study
 from sbrrepro.training import DONE_FILE, TrainingJob
 
 pytestmark = pytest.mark.skipif(not slurm_up(), reason="no SLURM cluster answers here")
+
+
+def _plan(tmp_path: Path, plan_file: str, rows: list[int]) -> Path:
+    """A plan of some rows of `plan_file`, beside copies of the plans and tables it refers to."""
+    shutil.copytree(REPO / "tables", tmp_path / "tables")
+    shutil.copytree(REPO / "plans", tmp_path / "plans")
+    plan = yaml.safe_load((REPO / "plans" / plan_file).read_text())
+    plan["rows"] = [plan["rows"][i] for i in rows]
+    path = tmp_path / "plans" / f"part-{plan_file}"
+    path.write_text(yaml.safe_dump(plan))
+    return path
+
+
+def _sacct(job_id: str, fields: str) -> list[str]:
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", fields, "-j", job_id], capture_output=True, text=True,
+                         check=True)
+    return out.stdout.strip().split("|")
 
 
 def test_two_node_cpu_training_ends_with_metrics(tmp_path):
@@ -50,9 +79,7 @@ def test_two_node_cpu_training_ends_with_metrics(tmp_path):
 
 def test_states_without_accounting_come_from_squeue_and_the_job_folder(tmp_path, monkeypatch):
     """Clusters without sacct: a `sacct` that fails stands for accounting being off."""
-    import functools
     import os
-    import time as _time
 
     shim = tmp_path / "bin"
     shim.mkdir()
@@ -60,7 +87,7 @@ def test_states_without_accounting_come_from_squeue_and_the_job_folder(tmp_path,
     (shim / "sacct").chmod(0o755)
     monkeypatch.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")
     executor = SlurmExecutor(load_profile(str(REPO / "slurm" / "local-test.yaml")))
-    ok = executor.submit(functools.partial(_time.sleep, 3), tmp_path / "ok", "ok")
+    ok = executor.submit(functools.partial(time.sleep, 3), tmp_path / "ok", "ok")
     assert executor.state(ok, tmp_path / "ok") in ("pending", "running")
     assert settle(executor, ok, tmp_path / "ok") == FINISHED
     bad = executor.submit(functools.partial(int, "x"), tmp_path / "bad", "bad")
@@ -70,52 +97,85 @@ def test_states_without_accounting_come_from_squeue_and_the_job_folder(tmp_path,
 def test_a_plan_on_slurm_trains_once_and_evaluates_after_its_training(tmp_path):
     """Through the command line: Table 4's L_e = 3 row trains, its L_e = 5 row is an evaluation
     job held by a SLURM dependency (afterok) on that training."""
-    import shutil
-
-    import yaml
-    from conftest import run_cli
-
-    shutil.copytree(REPO / "tables", tmp_path / "tables")
-    shutil.copytree(REPO / "plans" / "recipes", tmp_path / "plans" / "recipes")
-    plan = yaml.safe_load((REPO / "plans" / "table4.yaml").read_text())
-    plan["rows"] = [plan["rows"][3], plan["rows"][5]]
-    (tmp_path / "plans" / "t4.yaml").write_text(yaml.safe_dump(plan))
+    plan = _plan(tmp_path, "table4.yaml", [0, 3, 5])
     study = tmp_path / "study"
-    result = run_cli("run", str(tmp_path / "plans" / "t4.yaml"), "--smoke", "--epochs", "1", "--study", str(study),
+    result = run_cli("run", str(plan), "--smoke", "--epochs", "1", "--study", str(study),
                      "--cluster", str(REPO / "slurm" / "local-test.yaml"), "--wait", timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "submitted 2 job(s) (slurm)" in result.stdout
+    assert "submitted 3 job(s) (slurm)" in result.stdout
     states = json.loads(run_cli("status", "--study", str(study), "--json").stdout)
-    assert [(s["row"], s["state"], s["executor"]) for s in states] == [(4, "done", "slurm"), (6, "done", "slurm")]
-    batch = (study / "runs" / states[1]["key"] / "submitit" / f"{states[1]['job_id']}_submission.sh").read_text()
-    assert f"#SBATCH --dependency=afterok:{states[0]['job_id']}" in batch
+    assert [(s["row"], s["state"], s["executor"]) for s in states] == [(1, "done", "slurm"), (4, "done", "slurm"),
+                                                                       (6, "done", "slurm")]
+    # the two trainings are the tasks of one array; the evaluation waits for its training's task
+    array = states[0]["job_id"].split("_")[0]
+    assert [s["job_id"] for s in states[:2]] == [f"{array}_0", f"{array}_1"]
+    batch = (study / "runs" / states[2]["key"] / "submitit" / f"{states[2]['job_id']}_submission.sh").read_text()
+    assert f"#SBATCH --dependency=afterok:{array}_1" in batch
 
 
 def test_a_killed_and_restarted_run_submits_each_job_once(tmp_path):
-    import shutil
-    import subprocess
-    import sys
-    import time as _time
-
-    import yaml
-    from conftest import run_cli
-
-    shutil.copytree(REPO / "tables", tmp_path / "tables")
-    shutil.copytree(REPO / "plans" / "recipes", tmp_path / "plans" / "recipes")
-    plan = yaml.safe_load(TABLE3.read_text())
-    plan["rows"] = [plan["rows"][0], plan["rows"][2]]
-    (tmp_path / "plans" / "t3.yaml").write_text(yaml.safe_dump(plan))
+    """Its two trainings go out as one array (slurm/local-test.yaml): each task is submitted once."""
     study = tmp_path / "study"
-    args = ("run", str(tmp_path / "plans" / "t3.yaml"), "--smoke", "--epochs", "1", "--study", str(study),
+    args = ("run", str(_plan(tmp_path, "table3.yaml", [0, 2])), "--smoke", "--epochs", "1", "--study", str(study),
             "--cluster", str(REPO / "slurm" / "local-test.yaml"))
     for delay in (0.5, 1.5, 2.5):  # killed before, while and after submitting
         proc = subprocess.Popen([sys.executable, "-m", "sbrrepro", *args], cwd=REPO)
-        _time.sleep(delay)
+        time.sleep(delay)
         proc.kill()
         proc.wait()
     result = run_cli(*args, "--wait", timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     states = json.loads(run_cli("status", "--study", str(study), "--json").stdout)
     assert [s["state"] for s in states] == ["done", "done"]
-    for s in states:
-        assert len(list((study / "runs" / s["key"] / "submitit").glob("*_submitted.pkl"))) == 1
+    found = jobs.traces(Study.open(study), [s["key"] for s in states])
+    assert {key: len(t) for key, t in found.items()} == {s["key"]: 1 for s in states}
+
+
+def test_an_array_with_a_parallelism_limit(tmp_path):
+    """Three short jobs as one array, one at a time: one sbatch, tasks one after the other, each with
+    its result."""
+    executor = SlurmExecutor(load_profile(str(slurm_profile(tmp_path, array_parallelism=1))))
+    folder = tmp_path / "array"
+    ids = executor.submit_array([functools.partial(time.sleep, 2)] * 3, folder, "array")
+    array = ids[0].split("_")[0]
+    assert ids == [f"{array}_{i}" for i in range(3)]
+    assert "#SBATCH --array=0-2%1" in (folder / f"{array}_submission.sh").read_text().splitlines()
+    assert [settle(executor, i, folder, timeout=180) for i in ids] == [FINISHED] * 3
+    assert [pickle_load(JobPaths(folder, i, 0).result_pickle) for i in ids] == [("success", None)] * 3
+    spans = sorted((datetime.fromisoformat(start), datetime.fromisoformat(end))
+                   for start, end in (_sacct(i, "Start,End") for i in ids))
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:])), spans  # never two at once
+
+
+def test_trainings_split_into_arrays_of_the_maximum_size_and_a_task_is_cancelled_and_retried_alone(tmp_path):
+    """Three trainings with max_array_size 2: an array of two and a single job, held by a start
+    time an hour away (nothing trains). One task is cancelled alone, and resubmitted alone."""
+    profile = slurm_profile(tmp_path, array_parallelism=1, max_array_size=2, sbatch={"mem": 1000, **HELD})
+    executor = SlurmExecutor(load_profile(str(profile)))
+    plan = load_plan(TABLE3)
+    plan = dataclasses.replace(plan, rows=plan.rows[:3])
+    study = Study.open(tmp_path / "study", "smoke", create=True)
+    rows = write_configs(plan, smoke_scale(tmp_path / "data"), study.configs)
+    study.register(TABLE3, rows)
+    keys = [r.key for r in rows]
+    try:
+        assert jobs.submit(study, rows, executor) == keys
+        subs = study.submissions()
+        array = subs[keys[0]].job_id.split("_")[0]
+        assert [subs[k].job_id for k in keys[:2]] == [f"{array}_0", f"{array}_1"]
+        assert "_" not in subs[keys[2]].job_id and subs[keys[2]].folder == study.run_dir(keys[2]) / "submitit"
+        folder = subs[keys[0]].folder
+        assert folder.parent == study.arrays and subs[keys[1]].folder == folder
+        assert "#SBATCH --array=0-1%1" in (folder / f"{array}_submission.sh").read_text().splitlines()
+        status = json.loads(run_cli("status", "--study", str(study.root), "--json").stdout)
+        assert [(s["job_id"], s["state"]) for s in status] == [(subs[k].job_id, "pending") for k in keys]
+        assert jobs.cancel(study, rows[1:2]) == [keys[1]]
+        assert settle(executor, subs[keys[1]].job_id, folder) == FAILED
+        assert [s.state for s in jobs.states(study, rows)] == ["pending", "failed", "pending"]
+        assert jobs.submit(study, rows, executor, retry_failed=True) == [keys[1]]
+        retried = study.submissions()[keys[1]]
+        assert "_" not in retried.job_id and retried.folder == study.run_dir(keys[1]) / "submitit"
+        assert [s.state for s in jobs.states(study, rows)] == ["pending"] * 3
+        assert {k: len(t) for k, t in jobs.traces(study, keys).items()} == {keys[0]: 1, keys[1]: 2, keys[2]: 1}
+    finally:
+        jobs.cancel(study, rows)
