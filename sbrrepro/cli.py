@@ -338,8 +338,10 @@ def parser() -> argparse.ArgumentParser:
     speed.add_argument("--smoke", action="store_true", help="the smoke-scale models on the embedded dataset")
     speed.add_argument("--data-root", help="COCO folder for full scale (default: $SBRREPRO_COCO or data/coco)")
     speed.add_argument("--images", type=int, default=20, help="timed images per row (default: %(default)s)")
+    speed.add_argument("--epochs", type=int, help="as given to `run`: the rows' configs (and so their "
+                       "trained weights) depend on it")
     speed.add_argument("--json", action="store_true")
-    speed.set_defaults(func=cmd_speed, epochs=None)
+    speed.set_defaults(func=cmd_speed)
 
     plot = sub.add_parser("plot-iou", help="Fig. 3: IoU distribution of the positive training RoIs")
     study_arg(plot)

@@ -82,7 +82,8 @@ def test_speed_of_the_trained_models_reaches_the_table(study, cli):
     """`speed` times the trained models (batch 1, this machine's device); `collect` then reports it,
     with the size of each final checkpoint."""
     root, plan_path, _, _ = study
-    measured = _json(cli("speed", str(plan_path), "--smoke", "--study", str(root), "--images", "2", "--json"))
+    measured = _json(cli("speed", str(plan_path), "--smoke", "--study", str(root), "--images", "2", "--epochs", "1",
+                           "--json"))
     assert [m["row"] for m in measured] == [1, 3]
     assert all(m["trained"] and m["images"] == 2 and m["images_per_s"] > 0 and m["peak_memory_GB"] > 0
                for m in measured)
