@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from sbrrepro.configs import build_config, smoke_scale
+from sbrrepro.configs import build_config, build_model, smoke_scale
 from sbrrepro.dataset import SyntheticSpec, ensure_dataset
 from sbrrepro.params import trainable
 from sbrrepro.plan import load_plan
@@ -31,15 +31,10 @@ HTC_ROW, R3_ROW = 3, 4
 
 
 def _model_and_batches(cfg: dict, device: str):
-    from mmdet.registry import DATASETS, MODELS
-    from mmdet.utils import register_all_modules
-    from mmengine.config import Config
+    from mmdet.registry import DATASETS
     from mmengine.dataset import pseudo_collate
 
-    import sbrrepro.models  # noqa: F401  (registers the plugins)
-
-    register_all_modules()
-    model = MODELS.build(Config(cfg).model).to(device)
+    model = build_model(cfg).to(device)
     model.init_weights()
     train = DATASETS.build(cfg["train_dataloader"]["dataset"])
     val = DATASETS.build(cfg["val_dataloader"]["dataset"])

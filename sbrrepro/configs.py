@@ -326,6 +326,19 @@ def _apply_smoke(cfg: dict, scale: Scale, recipe: dict[str, Any]) -> None:
     cfg["default_hooks"]["checkpoint"]["max_keep_ckpts"] = 1
 
 
+def build_model(cfg: dict) -> Any:
+    """The model of a config, with sbrrepro's plugins registered and MMDetection's registries as a
+    Runner sets them (weights not initialised)."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+
+    import sbrrepro.models  # noqa: F401  (registers the plugins)
+
+    register_all_modules()
+    return MODELS.build(Config(cfg).model)
+
+
 def build_config(row: Row, scale: Scale) -> dict:
     """The complete config of one row, as a plain dict."""
     from .zoo import MODELS

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .configs import build_config, full_scale
+from .configs import build_config, build_model, full_scale
 from .files import atomic_write
 from .metrics import PARAM_UNITS, from_params
 from .plan import Plan, Row
@@ -32,14 +32,7 @@ def _layers(head: Any) -> list[Any]:
 
 def count(cfg: dict) -> int:
     """Trainable parameters of a config's model; with `layer`, of that shared layer of the head."""
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    from mmengine.config import Config
-
-    import sbrrepro.models  # noqa: F401  (registers the plugins)
-
-    register_all_modules()
-    model = MODELS.build(Config(cfg).model)
+    model = build_model(cfg)
     if "layer" in cfg:
         layers = _layers(model)
         if cfg["layer"] >= len(layers):

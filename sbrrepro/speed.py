@@ -59,18 +59,18 @@ def _quiet_mmengine() -> Iterator[None]:
 
 def measure(config: Path, checkpoint: Path | None, images: int = 20, warmup: int = 3) -> Speed:
     import torch
-    from mmdet.registry import DATASETS, MODELS
-    from mmdet.utils import register_all_modules
+    from mmdet.registry import DATASETS
     from mmengine.config import Config
     from mmengine.dataset import pseudo_collate
     from mmengine.runner import load_checkpoint
 
-    cfg = Config.fromfile(str(config))  # imports sbrrepro.models (plugins)
-    register_all_modules()
+    from .configs import build_model
+
+    cfg = Config.fromfile(str(config))
     cuda = torch.cuda.is_available()
     # Building prints pages of init and COCO-index chatter: keep the command's output to its figures.
     with contextlib.redirect_stdout(io.StringIO()), _quiet_mmengine():
-        model = MODELS.build(cfg.model)
+        model = build_model(cfg.to_dict())
         model.init_weights()
         if checkpoint:
             load_checkpoint(model, str(checkpoint), map_location="cpu")

@@ -18,6 +18,15 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subpro
                           text=True, timeout=timeout)
 
 
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory):
+    """The smoke scale on a small generated dataset (4 training, 2 validation images)."""
+    from sbrrepro.configs import smoke_scale
+    from sbrrepro.dataset import SyntheticSpec, ensure_dataset
+
+    return smoke_scale(ensure_dataset(tmp_path_factory.mktemp("data"), SyntheticSpec(train_images=4, val_images=2)))
+
+
 @pytest.fixture
 def cli():
     return run_cli

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_baselines import FASTER_RCNN, build, predict, shipped, shrink, train_step
-
-from sbrrepro.dataset import SyntheticSpec, ensure_dataset
+from steps import build, generated, predict, train_step
 
 pytest.importorskip("mmcv._ext")
 
@@ -135,21 +133,10 @@ def test_config_round_trip_and_unknown_names():
         extractor(post=[dict(type="NoSuchPlugin", in_channels=16)], channels=16)
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return ensure_dataset(tmp_path_factory.mktemp("data"), SyntheticSpec(train_images=2, val_images=2))
-
-
-def test_faster_rcnn_with_groie_trains_on_cpu(data_root):
-    """Table 10's model at test size: Faster R-CNN whose bbox extractor is GRoIE (pre conv 7x7, post
+def test_faster_rcnn_with_groie_trains_on_cpu(smoke):
+    """Table 10's model as generated: Faster R-CNN whose bbox extractor is GRoIE (pre conv 7x7, post
     non-local 7x7)."""
-    from sbrrepro.models.groie import groie_module
-
-    cfg = shrink(shipped(FASTER_RCNN), data_root)
-    head = cfg["model"]["roi_head"]
-    width = head["bbox_roi_extractor"]["out_channels"]
-    head["bbox_roi_extractor"].update(type="GRoIE", pre_cfg=groie_module("conv7x7", width),
-                                      post_cfg=groie_module("nonlocal7x7", width))
+    cfg = generated("table10", 2, smoke)
     model = build(cfg)
     assert type(model.roi_head).__name__ == "StandardRoIHead"
     groie = model.roi_head.bbox_roi_extractor
@@ -161,34 +148,27 @@ def test_faster_rcnn_with_groie_trains_on_cpu(data_root):
     assert {"loss_cls", "loss_bbox"} <= set(losses)
     assert not torch.equal(before, groie.pre_module.conv.weight), "the shared pre conv did not learn"
     assert groie.post_module.conv_out.conv.weight.grad.abs().sum() > 0
-    predict(cfg, model, masks=False)
+    predict(cfg, model)
 
 
-def test_r3_cnn_with_groie_on_both_extractors(data_root):
+def test_r3_cnn_with_groie_on_both_extractors(smoke):
     """SBR-CNN's placement: GRoIE as the bbox (7x7) and mask (14x14) extractors of R3RoIHead (a
     CascadeRoIHead), here with 2 loops; a training step and a prediction on the CPU."""
     import dataclasses
 
     from conftest import TABLE3
 
-    from sbrrepro.configs import build_config, smoke_scale
-    from sbrrepro.models.groie import groie_module
+    from sbrrepro.configs import build_config
     from sbrrepro.plan import load_plan
 
-    row = load_plan(TABLE3).rows[3]  # 3 loops, one head pair
-    row = dataclasses.replace(row, options={**row.options, "loops": 2, "eval_loops": 2, "alternation": "aa",
-                                            "iou_thresholds": [0.5, 0.6], "loss_weights": [1, 0.75]})
-    scale = dataclasses.replace(smoke_scale(data_root), width=32, proposals_train=100, proposals_test=50,
-                                rcnn_samples=32)
-    cfg = build_config(row, scale)
-    head = cfg["model"]["roi_head"]
-    for key in ("bbox_roi_extractor", "mask_roi_extractor"):
-        width = head[key]["out_channels"]
-        head[key].update(type="GRoIE", pre_cfg=groie_module("conv7x7", width),
-                         post_cfg=groie_module("nonlocal7x7", width))
+    row = load_plan(TABLE3).rows[2]  # 2 loops, one head pair
+    row = dataclasses.replace(row, options={**row.options, "groie": True, "groie_pre": "conv7x7",
+                                            "groie_post": "nonlocal7x7"})
+    cfg = build_config(row, smoke)
     model = build(cfg)
     assert type(model.roi_head).__name__ == "R3RoIHead"
+    assert [type(e).__name__ for e in model.roi_head.bbox_roi_extractor] == ["GRoIE"]
     assert [type(e).__name__ for e in model.roi_head.mask_roi_extractor] == ["GRoIE"]
     losses = train_step(cfg, model)
     assert {"s0.loss_cls", "s1.loss_cls", "s0.loss_mask", "s1.loss_mask"} <= set(losses)
-    predict(cfg, model, masks=True)
+    predict(cfg, model)

@@ -9,23 +9,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import TABLE3
+from steps import batch, build, predict
 
-from sbrrepro.configs import build_config, full_scale, smoke_scale
-from sbrrepro.dataset import SyntheticSpec, ensure_dataset
+from sbrrepro.configs import build_config, build_model, full_scale
 from sbrrepro.plan import load_plan
 
 pytest.importorskip("mmcv._ext")
-
-
-def _build(cfg: dict):
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    from mmengine.config import Config
-
-    import sbrrepro.models  # noqa: F401  (registers the plugins)
-
-    register_all_modules()
-    return MODELS.build(Config(cfg).model)
 
 
 def trainable(model) -> int:
@@ -40,23 +29,9 @@ def plan():
 def test_full_scale_trainable_parameters_match_sbr_cnn_table2(plan, tmp_path):
     """SBR-CNN Table 2: Mask R-CNN 44,170K, naive R^3-CNN 43,912K; loops add no weights (Table 3)."""
     scale = full_scale(tmp_path)
-    counts = {row.number: trainable(_build(build_config(row, scale))) for row in plan.rows}
+    counts = {row.number: trainable(build_model(build_config(row, scale))) for row in plan.rows}
     assert counts[1] == 44_170_992
     assert counts[2] == counts[3] == counts[4] == counts[5] == 43_912_884
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    root = ensure_dataset(tmp_path_factory.mktemp("data"), SyntheticSpec(train_images=4, val_images=2))
-    return smoke_scale(root)
-
-
-def _batch(cfg: dict, model, split: str):
-    from mmdet.registry import DATASETS
-    from mmengine.dataset import pseudo_collate
-
-    ds = DATASETS.build(cfg[f"{split}_dataloader"]["dataset"])
-    return model.data_preprocessor(pseudo_collate([ds[0], ds[1]]), training=split == "train")
 
 
 @pytest.mark.parametrize("loops", [1, 3])
@@ -68,14 +43,12 @@ def test_r3_cnn_trains_and_predicts_on_cpu(plan, smoke, loops):
                                                      "iou_thresholds": [0.5, 0.6, 0.7][:loops],
                                                      "loss_weights": [1, 0.75, 0.5][:loops]})
     cfg = build_config(row, smoke)
-    torch.manual_seed(0)
     np.random.seed(0)  # the pipeline's random flips
-    model = _build(cfg)
-    model.init_weights()
+    model = build(cfg)
     model.train()
     iou_recorder._counts.clear()
 
-    losses = model(**_batch(cfg, model, "train"), mode="loss")
+    losses = model(**batch(cfg, model, "train"), mode="loss")
     assert {f"s{t}.loss_cls" for t in range(loops)} <= set(losses)
     assert {f"s{t}.loss_mask" for t in range(loops)} <= set(losses)
     total, _ = model.parse_losses(losses)
@@ -89,14 +62,7 @@ def test_r3_cnn_trains_and_predicts_on_cpu(plan, smoke, loops):
     # one IoU series per loop, recorded once per loop (not again for the mask's re-sampling)
     assert sorted(iou_recorder._counts) == [f"loop{t + 1}" for t in range(loops)]
 
-    model.eval()
-    with torch.no_grad():
-        results = model(**_batch(cfg, model, "val"), mode="predict")
-    assert len(results) == 2
-    for r in results:
-        inst = r.pred_instances
-        assert len(inst.bboxes) == len(inst.scores) == len(inst.masks) <= 100
-        assert inst.masks.shape[1:] == r.ori_shape
+    predict(cfg, model)
 
 
 def test_loops_average_scores_and_masks(plan, smoke):
@@ -106,9 +72,7 @@ def test_loops_average_scores_and_masks(plan, smoke):
 
     row = plan.rows[3]  # 3 loops, one head pair
     cfg = build_config(row, smoke)
-    torch.manual_seed(0)
-    model = _build(cfg)
-    model.init_weights()
+    model = build(cfg)
     model.eval()
     head = model.roi_head
     x = tuple(torch.randn(1, smoke.width, s, s) for s in (32, 16, 8, 4, 2))
