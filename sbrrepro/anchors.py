@@ -28,9 +28,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-# The RPN anchors of Mask R-CNN R50-FPN (mmdet's configs/_base_/models/mask-rcnn_r50_fpn.py).
-MASK_RCNN_RPN_ANCHORS: dict[str, Any] = {
-    "type": "AnchorGenerator", "scales": [8], "ratios": [0.5, 1.0, 2.0], "strides": [4, 8, 16, 32, 64]}
 DEFAULT_THRESHOLDS: list[float] = [round(0.05 * i, 2) for i in range(1, 20)]  # 0.05 ... 0.95
 _CHUNK = 65536  # boxes per vectorised step: a few tens of MB of temporaries
 
@@ -119,7 +116,7 @@ def max_anchor_ious(ann_file: Path, anchor_generator: dict[str, Any], image_scal
     """For each ground-truth box of a COCO annotation file (file order; crowd and degenerate boxes
     left out as MMDetection leaves them out of training), its highest IoU with any anchor.
 
-    `anchor_generator` is an mmdet prior-generator config, e.g. MASK_RCNN_RPN_ANCHORS; every anchor
+    `anchor_generator` is an mmdet prior-generator config, e.g. the `anchor_generator` of an RPN head; every anchor
     counts, also those crossing the image border (the RPN trains with allowed_border=-1). The images
     are resized with Resize(scale=image_scale, keep_ratio=True), e.g. (1333, 800), and padded to a
     multiple of `pad_divisor`, one image per batch. IoUs are computed in float64.

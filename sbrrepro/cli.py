@@ -32,6 +32,14 @@ def _scale(args: argparse.Namespace, study_root: Path, plan_recipe: dict):
     return dataclasses.replace(scale, epochs=args.epochs) if args.epochs else scale
 
 
+def _require_coco(plan, scale) -> None:
+    """At full scale the plan's COCO split must be there."""
+    ann = scale.data_root / scale.val_ann
+    if scale.name == "full" and not ann.exists():
+        raise UserError(str(plan.path), "recipe.dataset", f"COCO not found: {ann} is missing; pass "
+                        "--data-root DIR (or set SBRREPRO_COCO), or use --smoke for the embedded dataset")
+
+
 def _print_states(states, as_json: bool, todo: set[str] | None = None) -> None:
     """A line per row, or with as_json a JSON list; `todo` (dry run) marks what would be submitted."""
     if as_json:
@@ -65,11 +73,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if (study_root / "study.json").exists():
         Study.open(study_root, scale_name)  # a scale mismatch is an error before anything is written
     scales = [_scale(args, study_root, plan.rows[0].recipe) for plan in plans]
-    for plan, scale in zip(plans, scales):
-        ann = scale.data_root / scale.val_ann
-        if scale.name == "full" and not args.dry_run and not ann.exists():
-            raise UserError(str(plan.path), "recipe.dataset", f"COCO not found: {ann} is missing; pass "
-                            "--data-root DIR (or set SBRREPRO_COCO), or use --smoke for the embedded dataset")
+    if not args.dry_run:
+        for plan, scale in zip(plans, scales):
+            _require_coco(plan, scale)
     study = Study.open(study_root, scale_name, create=True)
     rows, plan_rows, counted = [], [], 0
     for plan, scale in zip(plans, scales):
@@ -220,16 +226,14 @@ def cmd_speed(args: argparse.Namespace) -> int:
         raise UserError("command line", "--images", f"must be at least 1, got {args.images}")
     plans = [load_plan(p) for p in args.plans]
     study_root = Path(args.study)
+    scales = [_scale(args, study_root, plan.rows[0].recipe) for plan in plans]
+    for plan, scale in zip(plans, scales):  # before anything is written
+        _require_coco(plan, scale)
     study = Study.open(study_root, "smoke" if args.smoke else "full", create=True)
+    if args.smoke:
+        ensure_dataset(study_root / "data")
     results = []
-    for plan in plans:
-        scale = _scale(args, study_root, plan.rows[0].recipe)
-        ann = scale.data_root / scale.val_ann
-        if args.smoke:
-            ensure_dataset(study_root / "data")
-        elif not ann.exists():
-            raise UserError(str(plan.path), "recipe.dataset", f"COCO not found: {ann} is missing; pass "
-                            "--data-root DIR (or set SBRREPRO_COCO), or use --smoke")
+    for plan, scale in zip(plans, scales):
         for rc in write_configs(plan, scale, study.configs):
             if not trains(rc):
                 continue

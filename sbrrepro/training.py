@@ -17,6 +17,7 @@ from typing import Any
 import submitit
 
 from .files import atomic_write
+from .params import trainable
 from .results import final_metrics
 
 DONE_FILE = "done.json"
@@ -90,8 +91,8 @@ def train_and_evaluate(config: str, work_dir: Path) -> dict[str, Any]:
     if missing[0]:
         runner.val()
     metrics = final_metrics(work_dir, epochs) or {}
-    trainable = sum(p.numel() for p in runner.model.parameters() if p.requires_grad)
-    summary = {"metrics": metrics, "epochs": epochs, "trainable_params": trainable, "finished": time.time()}
+    summary = {"metrics": metrics, "epochs": epochs, "trainable_params": trainable(runner.model),
+               "finished": time.time()}
     if _rank() == 0:
         atomic_write(work_dir / DONE_FILE, json.dumps(summary, indent=1))
     return summary

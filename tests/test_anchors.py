@@ -8,18 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from steps import generated
 
 from sbrrepro.anchors import (
     DEFAULT_THRESHOLDS,
-    MASK_RCNN_RPN_ANCHORS,
     featmap_sizes,
     max_anchor_ious,
     percent_without_anchor,
     plot_anchors,
 )
+from sbrrepro.configs import full_scale
 from sbrrepro.dataset import SyntheticSpec, ensure_dataset
 
 SCALE = (1333, 800)
+# the anchors of Mask R-CNN's RPN, as the Fig. 1 plan generates them (paths only, no data read)
+MASK_RCNN_RPN_ANCHORS = generated("fig1", 1, full_scale(Path("coco")))["anchor_generator"]
 
 
 def _write_coco(path: Path, images: list[tuple[int, int]], boxes: list[tuple[int, list[float], int]]) -> Path:

@@ -8,6 +8,8 @@ import pytest
 import torch
 from steps import build, generated, predict, train_step
 
+from sbrrepro.params import trainable
+
 pytest.importorskip("mmcv._ext")
 
 TABLE_MODULES = ["conv3x3", "conv5x5", "conv7x7", "conv7x3-3x7", "nonlocal1x1", "nonlocal7x7"]
@@ -35,9 +37,6 @@ def fpn(channels: int = 256, image: int = 64) -> tuple[list[torch.Tensor], torch
     rois = torch.tensor([[0, 2.0, 3.0, 40.0, 50.0], [1, 10.0, 0.0, 63.0, 30.0], [0, 20.0, 20.0, 28.0, 27.0]])
     return feats, rois
 
-
-def trainable(module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 @pytest.mark.parametrize("where", ["pre", "post"])

@@ -22,6 +22,7 @@ from mmdet.utils import register_all_modules  # noqa: E402
 
 import sbrrepro.models  # noqa: E402, F401  (registers the plugins)
 from sbrrepro.models import FCCBBoxHead, FCCMaskIoUHead, NonLocal2dK  # noqa: E402
+from sbrrepro.params import trainable
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -32,9 +33,6 @@ def mmdet_scope():
 NUM_CLASSES = 80
 CODER = dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=[0.1, 0.1, 0.2, 0.2])
 
-
-def trainable(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 def bbox_head(width: int = 256, num_classes: int = NUM_CLASSES, agnostic: bool = True, **kw) -> FCCBBoxHead:

@@ -12,13 +12,11 @@ from conftest import TABLE3
 from steps import batch, build, predict
 
 from sbrrepro.configs import build_config, build_model, full_scale
+from sbrrepro.params import trainable
 from sbrrepro.plan import load_plan
 
 pytest.importorskip("mmcv._ext")
 
-
-def trainable(model) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 @pytest.fixture(scope="module")
