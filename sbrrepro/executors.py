@@ -70,7 +70,8 @@ PROFILE_FIELDS = {
     "array_parallelism": Field(int, None, positive, "slurm: submit the trainings of a `run` as job arrays, "
                                "this many of them running at once (default: one job per training)"),
     "max_array_size": Field(int, None, positive, "slurm: the most tasks per array, more go out as several "
-                            f"arrays (default: the cluster's MaxArraySize, else {SLURM_MAX_ARRAY_SIZE})"),
+                            "arrays (default and upper bound: the cluster's MaxArraySize, else "
+                            f"{SLURM_MAX_ARRAY_SIZE})"),
 }
 
 
@@ -112,7 +113,7 @@ class Executor(Protocol):
 
     def submit(self, job: Callable[[], Any], folder: Path, name: str, after: Job | None = None) -> str:
         """Submit `job`; with `after` (a job of this executor: id and folder), start it once that
-        job has ended."""
+        job has succeeded (if it fails, `job` fails without running)."""
         ...
 
     def submit_array(self, jobs: Sequence[Callable[[], Any]], folder: Path, name: str) -> list[str]:
@@ -161,7 +162,7 @@ class _Slot:
 
 
 class Queued(submitit.helpers.Checkpointable):
-    """Runs `fn` once the local job `after` (id, folder) has ended and it holds one of `slots`
+    """Runs `fn` once the local job `after` (id, folder) has succeeded and it holds one of `slots`
     training slots of this machine, with `threads` CPU threads (None: torch's default). Requeued
     as a whole when `fn` is Checkpointable."""
 
@@ -172,6 +173,8 @@ class Queued(submitit.helpers.Checkpointable):
     def __call__(self) -> Any:
         while self.after and LocalExecutor().state(*self.after) == RUNNING:  # holds no slot meanwhile
             time.sleep(2)
+        if self.after and LocalExecutor().state(*self.after) == FAILED:  # as SLURM's afterok
+            raise RuntimeError(f"not run: job {self.after[0]}, which it waits for, failed")
         if self.threads:
             import torch
 
@@ -280,9 +283,12 @@ class SlurmExecutor:
     def array_size(self) -> int:
         if not self.profile.array_parallelism:
             return 1
-        return max(1, self.profile.max_array_size or cluster_max_array_size())
+        cluster = cluster_max_array_size()  # sbatch refuses larger arrays
+        return max(1, min(self.profile.max_array_size or cluster, cluster))
 
-    def parameters(self, name: str) -> dict[str, Any]:
+    def parameters(self, name: str, after: Job | None = None) -> dict[str, Any]:
+        """sbatch parameters of a job named `name`; with `after`, held until that job succeeds, and
+        cancelled by SLURM if it fails (instead of waiting for ever on a dependency never met)."""
         p = self.profile
         gpus = p.gpus_per_node or 0
         params: dict[str, Any] = dict(
@@ -299,17 +305,18 @@ class SlurmExecutor:
         elif gpus:
             params["gpus_per_node"] = gpus
         params["additional_parameters"] = dict(p.sbatch)
+        if after:  # an array task's id (`<array>_<task>`) is a valid dependency too
+            params["dependency"] = f"afterok:{after[0]}"
+            params["additional_parameters"]["kill-on-invalid-dep"] = "yes"
         return params
 
-    def _executor(self, folder: Path, name: str, **extra: Any) -> submitit.SlurmExecutor:
+    def _executor(self, folder: Path, name: str, after: Job | None = None) -> submitit.SlurmExecutor:
         ex = submitit.SlurmExecutor(folder=folder)
-        ex.update_parameters(**self.parameters(name), **extra)
+        ex.update_parameters(**self.parameters(name, after))
         return ex
 
     def submit(self, job: Callable[[], Any], folder: Path, name: str, after: Job | None = None) -> str:
-        # an array task's id (`<array>_<task>`) is a valid dependency too
-        extra = {"dependency": f"afterok:{after[0]}"} if after else {}
-        return self._executor(folder, name, **extra).submit(job).job_id
+        return self._executor(folder, name, after).submit(job).job_id
 
     def submit_array(self, jobs: Sequence[Callable[[], Any]], folder: Path, name: str) -> list[str]:
         return [j.job_id for j in self._executor(folder, name).submit_array(list(jobs))]

@@ -25,7 +25,13 @@ from .configs import RowConfig
 from .errors import UserError
 from .files import atomic_write
 
-SCHEMA_VERSION = 2  # PRAGMA user_version of state.sqlite; raise it when _SCHEMA changes
+SCHEMA_VERSION = 2  # PRAGMA user_version of state.sqlite; raise it when _SCHEMA changes, with a migration
+# What brings a store of schema N to N + 1, so that a study keeps its jobs across sbrrepro updates.
+_MIGRATIONS = {
+    # each job's submitit folder: before job arrays, always runs/<key>/submitit
+    1: ["ALTER TABLE runs ADD COLUMN folder TEXT NOT NULL DEFAULT ''",
+        "UPDATE runs SET folder = 'runs/' || key || '/submitit'"],
+}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     key TEXT PRIMARY KEY,
@@ -108,6 +114,8 @@ class Study:
             fresh = con.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
             if fresh:
                 con.executescript(_SCHEMA + f"; PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version in _MIGRATIONS:
+                self._migrate(con)
             elif version != SCHEMA_VERSION:
                 raise UserError(str(self.root / "state.sqlite"), None,
                                 f"written by another version of sbrrepro (state schema {version}; this one "
@@ -115,6 +123,23 @@ class Study:
             yield con
         finally:
             con.close()
+
+    @staticmethod
+    def _migrate(con: sqlite3.Connection) -> None:
+        """Bring the store to SCHEMA_VERSION in one transaction (all steps or none), once even when
+        several sbrrepro processes open it at the same time."""
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            version = con.execute("PRAGMA user_version").fetchone()[0]  # another process may have done it
+            while version in _MIGRATIONS:
+                for statement in _MIGRATIONS[version]:
+                    con.execute(statement)
+                version += 1
+            con.execute(f"PRAGMA user_version = {version}")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
 
     @contextmanager
     def submitting(self) -> Iterator[None]:

@@ -47,6 +47,16 @@ def test_a_cancelled_job_fails(executor, tmp_path):
     assert settle(executor, job_id, tmp_path) == FAILED
 
 
+def test_a_job_after_one_that_succeeds_runs_and_after_one_that_fails_fails_unrun(executor, tmp_path):
+    first_ok = executor.submit(functools.partial(time.sleep, 0.1), tmp_path, "ok")
+    first_bad = executor.submit(functools.partial(int, "not a number"), tmp_path, "raises")
+    marks = [tmp_path / "ran-after-ok", tmp_path / "ran-after-failure"]
+    second = [executor.submit(functools.partial(Path.touch, mark), tmp_path, "second", (first, tmp_path))
+              for first, mark in zip((first_ok, first_bad), marks)]
+    assert [settle(executor, job, tmp_path, timeout=180) for job in second] == [FINISHED, FAILED]
+    assert [mark.exists() for mark in marks] == [True, False]
+
+
 def test_jobs_submitted_together_end_each_on_its_own(executor, tmp_path):
     jobs = [functools.partial(time.sleep, 0.1), functools.partial(int, "not a number"),
             functools.partial(time.sleep, 0.1)]
@@ -107,6 +117,7 @@ def _fake_scontrol(tmp_path: Path, monkeypatch, config: str | None) -> None:
     ("array_parallelism: 3\n", None, SLURM_MAX_ARRAY_SIZE),
     ("array_parallelism: 3\n", "MaxArraySize            = 0", 1),  # arrays off on this cluster
     ("array_parallelism: 3\nmax_array_size: 2\n", "MaxArraySize            = 40", 2),
+    ("array_parallelism: 3\nmax_array_size: 100\n", "MaxArraySize            = 40", 40),  # capped: sbatch refuses more
 ])
 def test_array_size_comes_from_the_profile_else_the_cluster(tmp_path, monkeypatch, fields, cluster, size):
     _fake_scontrol(tmp_path, monkeypatch, cluster)
@@ -122,6 +133,16 @@ def test_an_array_asks_sbatch_for_its_parallelism_limit(tmp_path):
     lines = _sbatch(profile, map_count=5)
     assert "#SBATCH --array=0-4%3" in lines and "#SBATCH --output=/tmp/f/%A_%a_0_log.out" in lines
     assert not any("--array" in line for line in _sbatch(profile))  # a single job: no array
+
+
+def test_a_dependent_job_waits_for_success_and_is_cancelled_if_it_never_comes(tmp_path):
+    profile = tmp_path / "c.yaml"
+    profile.write_text("executor: slurm\nsbatch: {mem: 1000}\n")
+    params = SlurmExecutor(load_profile(str(profile))).parameters("eval", after=("12_3", tmp_path))
+    lines = _make_sbatch_string(command="python -m x", folder="/tmp/f", **params).splitlines()
+    expected = {"#SBATCH --dependency=afterok:12_3", "#SBATCH --kill-on-invalid-dep=yes", "#SBATCH --mem=1000"}
+    assert expected <= set(lines)
+    assert not any("--dependency" in line or "invalid-dep" in line for line in _sbatch(profile))
 
 
 @pytest.mark.parametrize(("text", "field", "problem"), [

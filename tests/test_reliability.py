@@ -16,7 +16,7 @@ from sbrrepro.configs import smoke_scale, write_configs
 from sbrrepro.dataset import SyntheticSpec, ensure_dataset
 from sbrrepro.executors import FINISHED, LocalExecutor, SlurmExecutor, load_profile
 from sbrrepro.plan import load_plan
-from sbrrepro.study import Study
+from sbrrepro.study import SCHEMA_VERSION, Study
 from sbrrepro.training import DONE_FILE, TrainingJob
 
 pytest.importorskip("mmcv._ext")
@@ -139,3 +139,20 @@ def test_a_state_store_of_another_version_is_refused_before_any_write(tmp_path, 
     result = cli("run", str(TABLE3), "--smoke", "--dry-run", "--study", str(study.root))
     assert result.returncode == 2 and "state schema 99" in result.stderr and "Traceback" not in result.stderr
     assert not (study.root / "configs").exists()
+
+
+def test_a_state_store_of_schema_1_is_migrated_and_keeps_its_jobs(tmp_path, cli):
+    """A study that sbrrepro wrote before job arrays (no per-job folder) goes on with its jobs."""
+    import sqlite3
+
+    study = Study.open(tmp_path / "study", "smoke", create=True)
+    study.record("slurm", [("r3_cnn-abc", "configs/r3.py", "41", study.run_dir("r3_cnn-abc") / "submitit")])
+    con = sqlite3.connect(study.root / "state.sqlite")  # back to schema 1: no folder column
+    con.executescript("ALTER TABLE runs DROP COLUMN folder; PRAGMA user_version = 1")
+    con.close()
+    (sub,) = Study.open(study.root).submissions().values()
+    assert (sub.key, sub.job_id, sub.folder) == ("r3_cnn-abc", "41", study.run_dir("r3_cnn-abc") / "submitit")
+    con = sqlite3.connect(study.root / "state.sqlite")
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    con.close()
+    assert cli("run", str(TABLE3), "--smoke", "--dry-run", "--study", str(study.root)).returncode == 0
