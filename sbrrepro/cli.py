@@ -193,11 +193,12 @@ def cmd_plot_iou(args: argparse.Namespace) -> int:
 
 def cmd_params(args: argparse.Namespace) -> int:
     from .metrics import METRICS
-    from .params import count_plan
+    from .params import Counts, count_plan
     from .plan import load_plan
 
     plans = [load_plan(p) for p in args.plans]
-    counted = {plan.name: count_plan(plan) for plan in plans}
+    counts = Counts()  # plans share models: each counted once
+    counted = {plan.name: count_plan(plan, counts) for plan in plans}
     if args.json:
         print(json.dumps({name: [c.to_json() for c in rows] for name, rows in counted.items()}, indent=1))
         return 0

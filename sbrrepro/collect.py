@@ -12,7 +12,7 @@ from .configs import RowConfig
 from .costs import COSTS_FILE, measured
 from .files import atomic_write
 from .metrics import VOCABULARY, from_coco, from_params
-from .params import param_metrics, row_count
+from .params import Counts, param_metrics
 from .plan import Plan, load_plan
 from .report import Table, to_latex, to_markdown
 from .results import final_metrics, training_footprint
@@ -57,6 +57,7 @@ def collect(study: Study) -> Collected:
             plans[plan_path] = load_plan(plan_path)
     trained = [rc for _, rc in registered if MODELS[rc.model].trains]
     state_of = {(s.plan, s.row): s for s in jobs.states(study, trained)}
+    counts = Counts(study.root / PARAMS_FILE)
 
     rows, by_plan = [], {}
     for plan_path, rc in registered:
@@ -65,7 +66,7 @@ def collect(study: Study) -> Collected:
         metrics = ours(study, rc) if state and state.state == jobs.DONE else {}
         if param_metrics(plan):  # counted on the paper-scale model, whatever the study's scale
             row = next(r for r in plan.rows if r.number == rc.row)
-            metrics |= from_params(row_count(row, study.root / PARAMS_FILE), plan.metrics)
+            metrics |= from_params(counts(row), plan.metrics)
         published = plan.published[rc.row]
         cells, verdict = compare(metrics, published, plan.metrics, plan.tolerance)
         if study.scale == "smoke" and verdict != "–":

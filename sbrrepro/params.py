@@ -41,15 +41,21 @@ def count(cfg: dict) -> int:
     return trainable(model)
 
 
-def row_count(row: Row, cache: Path | None = None) -> int:
-    """A row's count at the paper's scale; `cache` (a JSON file) keeps counts by model and options."""
-    key = json.dumps([row.model, row.options], sort_keys=True)
-    known = json.loads(cache.read_text()) if cache and cache.exists() else {}
-    if key not in known:
-        known[key] = count(build_config(row, full_scale(Path("coco"))))  # paths only, nothing read
-        if cache:
-            atomic_write(cache, json.dumps(known, indent=1))
-    return known[key]
+class Counts:
+    """Rows' counts at the paper's scale by model and options (rows that share them share a count),
+    kept in a JSON file where given: read once, written at each new count."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.known: dict[str, int] = json.loads(path.read_text()) if path and path.exists() else {}
+
+    def __call__(self, row: Row) -> int:
+        key = json.dumps([row.model, row.options], sort_keys=True)
+        if key not in self.known:
+            self.known[key] = count(build_config(row, full_scale(Path("coco"))))  # paths only, nothing read
+            if self.path:
+                atomic_write(self.path, json.dumps(self.known, indent=1))
+        return self.known[key]
 
 
 @dataclass(frozen=True)
@@ -71,13 +77,13 @@ def param_metrics(plan: Plan) -> list[str]:
     return [m for m in plan.metrics if m in PARAM_UNITS]
 
 
-def count_plan(plan: Plan, cache: Path | None = None) -> list[Counted]:
+def count_plan(plan: Plan, counts: Counts) -> list[Counted]:
     """Every row of a plan whose table prints a parameter count, or (no such column) every row in
     millions."""
     wanted = param_metrics(plan) or ["params_M"]
     out = []
     for row in plan.rows:
-        n = row_count(row, cache)
+        n = counts(row)
         ours = from_params(n, wanted)
         published = plan.published[row.number]
         _, verdict = compare(ours, published, wanted, plan.tolerance)

@@ -56,3 +56,16 @@ def test_params_match_tables_1_and_2(cli, plan):
 def test_params_of_tables_6_and_7_within_1_percent_or_explained(cli, plan):
     for r in _params(cli, plan):
         assert r["verdict"] == "✓" or (r["verdict"] == "✗" and r["note"]) or r["published"]["params_M"] is None, r
+
+
+def test_counts_are_kept_by_model_and_options(tmp_path):
+    """`collect` keeps counts in the study: a row counted once is read back, not built again."""
+    from sbrrepro.params import Counts
+
+    rows = load_plan(REPO / "plans" / "table1.yaml").rows
+    kept = tmp_path / "params.json"
+    first = Counts(kept)(rows[0])
+    ((key, written),) = json.loads(kept.read_text()).items()
+    assert written == first
+    kept.write_text(json.dumps({key: 7}))  # what a later collect finds is what it reports
+    assert Counts(kept)(rows[0]) == 7
