@@ -60,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .configs import write_configs
     from .costs import summarize
     from .dataset import ensure_dataset
-    from .executors import executor_of_kind, load_profile, make_executor
+    from .executors import load_profile, make_executor
     from .plan import load_plan
     from .study import Study
 
@@ -89,9 +89,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         states = jobs.states(study, rows)
         redo = {jobs.NEW, jobs.FAILED} if args.retry_failed else {jobs.NEW}
         todo = {s.key for s in states if s.state in redo}
-        subs = study.submissions()  # trainings that only evaluation-only rows need are submitted too
-        todo |= {r.train_key for r in rows
-                 if jobs.key_state(study, r.train_key, subs.get(r.train_key), executor_of_kind) in redo}
+        # trainings that only evaluation-only rows need are submitted too
+        todo |= {key for key, state in jobs.key_states(study, {r.train_key for r in rows}).items() if state in redo}
         _print_states(states, args.json, todo)
         if not args.json:
             s = summarize(plan_rows, study.root, study.scale)

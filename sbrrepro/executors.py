@@ -124,6 +124,10 @@ class Executor(Protocol):
 
     def state(self, job_id: str, folder: Path) -> str: ...
 
+    def states(self, jobs: Sequence[Job]) -> dict[str, str]:
+        """The state of each job by id, asked for together (one query, where the executor can)."""
+        ...
+
     def cancel(self, job_id: str, folder: Path) -> None: ...
 
 
@@ -230,6 +234,9 @@ class LocalExecutor:
             return RUNNING
         return FAILED
 
+    def states(self, jobs: Sequence[Job]) -> dict[str, str]:
+        return {job_id: self.state(job_id, folder) for job_id, folder in jobs}  # from files: no query to save
+
     def cancel(self, job_id: str, folder: Path) -> None:
         if self.state(job_id, folder) == RUNNING:
             os.kill(int(job_id), signal.SIGINT)  # as submitit does: its controller stops the tasks
@@ -251,18 +258,20 @@ def _output(command: list[str]) -> str | None:
     return out.stdout if out.returncode == 0 else None
 
 
-def _sacct_state(job_id: str) -> str | None:
-    """The job's state in SLURM's accounting (an array task asked for by its own id: submitit's
-    watcher asks for the whole array); None where accounting is off or has no record of it yet, as
-    for the tasks of an array that waits as a whole."""
-    out = _output(["sacct", "-X", "--parsable2", "-o", "JobID,State", "-j", job_id])
-    state = SlurmInfoWatcher().read_info(out).get(job_id, {}).get("State") if out else None
-    return state.split()[0] if state else None  # "CANCELLED by 0"
+def _sacct_states(job_ids: Sequence[str]) -> dict[str, str]:
+    """Job states in SLURM's accounting (array tasks asked for by their own ids: submitit's watcher
+    asks for whole arrays); none where accounting is off, none for jobs it has no record of yet, as
+    the tasks of an array that waits as a whole."""
+    out = _output(["sacct", "-X", "--parsable2", "-o", "JobID,State", "-j", ",".join(job_ids)])
+    info = SlurmInfoWatcher().read_info(out) if out else {}
+    states = {i: info.get(i, {}).get("State") for i in job_ids}
+    return {i: state.split()[0] for i, state in states.items() if state}  # "CANCELLED by 0"
 
 
-def _squeue_state(job_id: str) -> str | None:
-    out = _output(["squeue", "-h", "-j", job_id, "-o", "%T"])
-    return out.split()[0] if out and out.strip() else None
+def _squeue_states() -> dict[str, str]:
+    """The states of this user's queued jobs, one line per array task (`-r`), by job id."""
+    out = _output(["squeue", "-h", "-r", "-u", str(os.getuid()), "-o", "%i %T"]) or ""
+    return dict(line.split() for line in out.splitlines() if line.strip())
 
 
 def cluster_max_array_size() -> int:
@@ -322,12 +331,19 @@ class SlurmExecutor:
         return [j.job_id for j in self._executor(folder, name).submit_array(list(jobs))]
 
     def state(self, job_id: str, folder: Path) -> str:
-        """From sacct; where accounting is off or knows nothing yet, from squeue; once the job is
-        gone from both, from its folder."""
-        raw = _sacct_state(job_id) or _squeue_state(job_id)
-        if raw is None:  # its result pickle tells how it ended
-            return _result_state(job_id, folder)
-        return _SLURM_STATES.get(raw, FAILED)
+        return self.states([(job_id, folder)])[job_id]
+
+    def states(self, jobs: Sequence[Job]) -> dict[str, str]:
+        """From sacct; where accounting is off or knows nothing yet, from squeue; once a job is gone
+        from both, from its folder. One call of each, whatever the number of jobs."""
+        raw = _sacct_states([job_id for job_id, _ in jobs])
+        queued = _squeue_states() if len(raw) < len(jobs) else {}
+        out = {}
+        for job_id, folder in jobs:
+            found = raw.get(job_id) or queued.get(job_id)
+            # a job gone from both: its result pickle tells how it ended
+            out[job_id] = _SLURM_STATES.get(found, FAILED) if found else _result_state(job_id, folder)
+        return out
 
     def cancel(self, job_id: str, folder: Path) -> None:
         submitit.SlurmJob(folder, job_id).cancel(check=False)  # an array task alone, by its id

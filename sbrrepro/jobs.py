@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,36 +58,37 @@ def _submitit_folder(study: Study, key: str) -> Path:
     return study.run_dir(key) / "submitit"
 
 
-def key_state(study: Study, key: str, submission: Submission | None,
-              executor_for: Callable[[str], Executor]) -> str:
-    run_dir = study.run_dir(key)
-    if (run_dir / DONE_FILE).exists():
-        return DONE
-    if submission is None:
-        return NEW
-    state = executor_for(submission.executor).state(submission.job_id, submission.folder)
-    if state == RUNNING and not (run_dir / STARTED_FILE).exists():
-        return PENDING  # the job waits for a training slot
-    if state == FINISHED:  # the job ended but wrote no done.json
-        return FAILED
-    return state
-
-
-def states(study: Study, rows: list[RowConfig],
-           executor_for: Callable[[str], Executor] = executor_of_kind) -> list[RowState]:
+def key_states(study: Study, keys: Iterable[str]) -> dict[str, str]:
+    """Each key's state: from its work dir, else from the executor of its recorded job, which is
+    asked once for all of its jobs (on SLURM one sacct call, not one per key)."""
     subs = study.submissions()
-    cache: dict[str, str] = {}
+    out, asked = {}, defaultdict(list)
+    for key in set(keys):
+        if (study.run_dir(key) / DONE_FILE).exists():
+            out[key] = DONE
+        elif key not in subs:
+            out[key] = NEW
+        else:
+            asked[subs[key].executor].append(key)
+    for kind, kind_keys in asked.items():
+        found = executor_of_kind(kind).states([(subs[k].job_id, subs[k].folder) for k in kind_keys])
+        for key in kind_keys:
+            state = found[subs[key].job_id]
+            if state == RUNNING and not (study.run_dir(key) / STARTED_FILE).exists():
+                state = PENDING  # the job waits for a training slot
+            out[key] = FAILED if state == FINISHED else state  # FINISHED: ended but wrote no done.json
+    return out
 
-    def state_of(key: str) -> str:
-        if key not in cache:
-            cache[key] = key_state(study, key, subs.get(key), executor_for)
-        return cache[key]
+
+def states(study: Study, rows: list[RowConfig]) -> list[RowState]:
+    subs = study.submissions()
+    known = key_states(study, [r.key for r in rows] + [r.train_key for r in rows if r.eval_only])
 
     out = []
     for r in rows:
         sub = subs.get(r.key)
-        state = state_of(r.key)
-        if r.eval_only and state == NEW and state_of(r.train_key) == FAILED:
+        state = known[r.key]
+        if r.eval_only and state == NEW and known[r.train_key] == FAILED:
             state = FAILED  # nothing to evaluate
         log = tail = None
         if sub is not None:
@@ -157,15 +159,13 @@ def submit(study: Study, rows: list[RowConfig], executor: Executor, retry_failed
     by a `run` killed before recording it is adopted instead of being made twice."""
     wanted = {NEW, FAILED} if retry_failed else {NEW}
     subs = study.submissions()
-    found = traces(study, {r.key for r in rows} | {r.train_key for r in rows})
+    keys = {r.key for r in rows} | {r.train_key for r in rows}
+    found, known = traces(study, keys), key_states(study, keys)
     submitted: list[str] = []
-
-    def state_of(key: str) -> str:
-        return key_state(study, key, subs.get(key), executor_of_kind)
 
     def to_send(key: str, config: Path) -> bool:
         """Whether `key` needs a submission; one left unrecorded is recorded instead."""
-        if state_of(key) not in wanted:
+        if known[key] not in wanted:
             return False
         orphan = _unrecorded(found[key], subs.get(key))
         if orphan is not None:
@@ -192,7 +192,7 @@ def submit(study: Study, rows: list[RowConfig], executor: Executor, retry_failed
     subs = study.submissions()
     evaluations = {r.key: r for r in rows if r.eval_only}
     for key, r in evaluations.items():
-        train_state = state_of(r.train_key)
+        train_state = PENDING if r.train_key in submitted else known[r.train_key]
         if train_state == FAILED or not to_send(key, r.path):
             continue
         train = subs[r.train_key] if train_state != DONE else None

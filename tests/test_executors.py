@@ -63,6 +63,7 @@ def test_jobs_submitted_together_end_each_on_its_own(executor, tmp_path):
     ids = executor.submit_array(jobs, tmp_path, "together")
     assert len(set(ids)) == 3
     assert [settle(executor, i, tmp_path) for i in ids] == [FINISHED, FAILED, FINISHED]
+    assert executor.states([(i, tmp_path) for i in ids]) == dict(zip(ids, [FINISHED, FAILED, FINISHED]))
 
 
 def test_one_job_of_those_submitted_together_is_cancelled_alone(executor, tmp_path):
@@ -70,7 +71,7 @@ def test_one_job_of_those_submitted_together_is_cancelled_alone(executor, tmp_pa
     _wait_running(executor, first, tmp_path)
     executor.cancel(second, tmp_path)
     assert settle(executor, second, tmp_path) == FAILED
-    assert executor.state(first, tmp_path) == RUNNING
+    assert executor.states([(first, tmp_path), (second, tmp_path)]) == {first: RUNNING, second: FAILED}
     executor.cancel(first, tmp_path)
     assert settle(executor, first, tmp_path) == FAILED
 

@@ -92,6 +92,13 @@ def test_states_without_accounting_come_from_squeue_and_the_job_folder(tmp_path,
     assert settle(executor, ok, tmp_path / "ok") == FINISHED
     bad = executor.submit(functools.partial(int, "x"), tmp_path / "bad", "bad")
     assert settle(executor, bad, tmp_path / "bad") == "failed"
+    held = SlurmExecutor(load_profile(str(slurm_profile(tmp_path, array_parallelism=1, sbatch=HELD))))
+    tasks = held.submit_array([functools.partial(time.sleep, 1)] * 2, tmp_path / "held", "held")
+    try:  # the tasks of an array that waits as a whole, each by its own id
+        assert held.states([(t, tmp_path / "held") for t in tasks]) == {t: "pending" for t in tasks}
+    finally:
+        for t in tasks:
+            held.cancel(t, tmp_path / "held")
 
 
 def test_a_plan_on_slurm_trains_once_and_evaluates_after_its_training(tmp_path):
