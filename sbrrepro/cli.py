@@ -173,6 +173,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     print(f"results: {done.results}")
     for path in done.reports:
         print(f"table: {path}")
+    if done.figures:
+        print(f"figures, no table: {', '.join(done.figures)} (`sbrrepro plot-iou`, `sbrrepro plot-anchors`)")
     return 0
 
 

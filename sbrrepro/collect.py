@@ -11,7 +11,7 @@ from . import jobs
 from .configs import RowConfig
 from .costs import COSTS_FILE, measured
 from .files import atomic_write
-from .metrics import VOCABULARY, from_coco, from_params
+from .metrics import PARAM_UNITS, VOCABULARY, from_coco, from_params
 from .params import Counts, param_metrics
 from .plan import Plan, load_plan
 from .report import Table, to_latex, to_markdown
@@ -47,6 +47,7 @@ class Collected:
     reports: list[Path]
     rows: list[dict[str, Any]]
     tables: list[Table]
+    figures: list[str]  # plans of figures (no metrics), which collect renders no table for
 
 
 def collect(study: Study) -> Collected:
@@ -69,7 +70,7 @@ def collect(study: Study) -> Collected:
             metrics |= from_params(counts(row), plan.metrics)
         published = plan.published[rc.row]
         cells, verdict = compare(metrics, published, plan.metrics, plan.tolerance)
-        if study.scale == "smoke" and verdict != "–":
+        if study.scale == "smoke" and verdict != "–" and not counted_only(plan):
             verdict = "smoke"  # synthetic data: the numbers are real but not comparable with the paper
         prov_path = study.run_dir(rc.train_key) / PROVENANCE_FILE
         prov = json.loads(prov_path.read_text()) if prov_path.exists() else None
@@ -86,9 +87,12 @@ def collect(study: Study) -> Collected:
     atomic_write(study.root / COSTS_FILE, json.dumps(costs, indent=1))
     results = study.root / "results.json"
     atomic_write(results, json.dumps({"scale": study.scale, "rows": rows}, indent=1))
-    reports, tables = [], []
+    reports, tables, figures = [], [], []
     for plan_path, table_rows in by_plan.items():
         plan = plans[plan_path]
+        if not plan.metrics:
+            figures.append(plan.name)  # a figure, drawn by its own command: no table
+            continue
         table = Table(f"{plan.paper} {plan.name.split('/')[1]}: {plan.title}", caption(plan, study.scale),
                       ["#", *plan_lead(plan)], plan.metrics, table_rows)
         base = study.root / "report" / plan.name.replace("/", "-")
@@ -96,7 +100,7 @@ def collect(study: Study) -> Collected:
         atomic_write(base.with_suffix(".tex"), to_latex(table))
         reports += [base.with_suffix(".md"), base.with_suffix(".tex")]
         tables.append(table)
-    return Collected(results, reports, rows, tables)
+    return Collected(results, reports, rows, tables, figures)
 
 
 def plan_lead(plan: Plan) -> list[str]:
@@ -105,9 +109,17 @@ def plan_lead(plan: Plan) -> list[str]:
     return [k for k in first if k not in VOCABULARY]
 
 
+def counted_only(plan: Plan) -> bool:
+    """Whether every number of the plan's table is counted on the paper-scale model (no training),
+    so that it compares with the paper at any scale."""
+    return bool(plan.metrics) and set(plan.metrics) <= PARAM_UNITS.keys()
+
+
 def caption(plan: Plan, scale: str) -> str:
     text = (f"Paper: as published; Ours: computed by sbrrepro; Δ = Ours − Paper. "
             f"✓ when every |Δ| ≤ {plan.tolerance:g}.")
+    if counted_only(plan):
+        return text + " Counted on the paper-scale model, without training, whatever the study's scale."
     text += (f" {SCALED_MARK} trained with another total batch than the paper's (other GPU count), "
              "lr scaled linearly.")
     if scale == "smoke":

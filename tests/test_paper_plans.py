@@ -69,3 +69,16 @@ def test_counts_are_kept_by_model_and_options(tmp_path):
     assert written == first
     kept.write_text(json.dumps({key: 7}))  # what a later collect finds is what it reports
     assert Counts(kept)(rows[0]) == 7
+
+
+def test_counted_tables_keep_their_verdict_at_smoke_scale_and_figures_render_no_table(cli, tmp_path):
+    """Table 1 is counted on the paper-scale model, so even a smoke study compares it with the paper;
+    Fig. 1 is a figure (`plot-anchors`), not a table."""
+    study = str(tmp_path / "s")
+    plans = [str(REPO / "plans" / p) for p in ("table1.yaml", "fig1.yaml")]
+    assert cli("run", *plans, "--smoke", "--dry-run", "--study", study).returncode == 0
+    text = cli("collect", "--study", study).stdout
+    assert "figures, no table: sbr-cnn/fig1" in text
+    rows = json.loads(cli("collect", "--study", study, "--json").stdout)
+    assert [r["verdict"] for r in rows if r["plan"] == "sbr-cnn/table1"] == ["✓"] * 8
+    assert sorted(p.name for p in (tmp_path / "s" / "report").iterdir()) == ["sbr-cnn-table1.md", "sbr-cnn-table1.tex"]
