@@ -14,7 +14,7 @@ import io
 import json
 import logging
 import platform
-import resource
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -31,7 +31,7 @@ class Speed:
     images_per_s: float
     images: int
     peak_memory_GB: float
-    memory_kind: str  # "cuda max allocated" or "process peak RSS"
+    memory_kind: str  # "cuda max allocated" or "process peak RSS" (the row's own, see peak_rss_GB)
     device: str
     trained: bool
 
@@ -42,6 +42,14 @@ def device_name() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def peak_rss_GB(reset: bool = False) -> float:
+    """The process's peak resident memory (Linux's VmHWM); `reset` restarts it from the current
+    RSS, so that rows measured one after another in one process each get a peak of their own."""
+    if reset:
+        Path("/proc/self/clear_refs").write_text("5")
+    return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 2**20
 
 
 @contextlib.contextmanager
@@ -68,6 +76,8 @@ def measure(config: Path, checkpoint: Path | None, images: int = 20, warmup: int
 
     cfg = Config.fromfile(str(config))
     cuda = torch.cuda.is_available()
+    if not cuda:
+        peak_rss_GB(reset=True)
     # Building prints pages of init and COCO-index chatter: keep the command's output to its figures.
     with contextlib.redirect_stdout(io.StringIO()), _quiet_mmengine():
         model = build_model(cfg.to_dict())
@@ -92,8 +102,8 @@ def measure(config: Path, checkpoint: Path | None, images: int = 20, warmup: int
                 elapsed += time.perf_counter() - start
     if cuda:
         memory, kind = torch.cuda.max_memory_allocated() / 2**30, "cuda max allocated"
-    else:  # ru_maxrss is in KiB on Linux
-        memory, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "process peak RSS"
+    else:
+        memory, kind = peak_rss_GB(), "process peak RSS"
     return Speed(images / elapsed, images, memory, kind, device_name(), checkpoint is not None)
 
 

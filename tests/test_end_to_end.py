@@ -95,6 +95,18 @@ def test_speed_of_the_trained_models_reaches_the_table(study, cli):
         assert metrics["model_MB"] == checkpoint.stat().st_size / 2**20
 
 
+def test_each_row_measured_on_the_cpu_gets_its_own_peak_memory():
+    """Rows are timed one after another in one process: a row's peak must not be an earlier row's."""
+    import numpy as np
+
+    from sbrrepro.speed import peak_rss_GB
+
+    earlier = np.ones(2**28 // 8)  # 256 MiB, touched
+    del earlier
+    before = peak_rss_GB()
+    assert peak_rss_GB(reset=True) < before - 0.2
+
+
 def test_iou_histograms_per_loop_and_the_figure(study, cli):
     root, _, _, _ = study
     states = {s["row"]: s for s in _json(cli("status", "--study", str(root), "--json"))}
