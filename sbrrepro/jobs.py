@@ -2,9 +2,10 @@
 
 A training is identified by its key (model + content hash of its config): rows with the same key,
 in one plan or several, share one job. An evaluation-only row (same training, other test-time
-settings) gets an evaluation job that starts once its training has ended. Trainings go out
+settings) gets an evaluation job that starts once its training has succeeded. Trainings go out
 together, as job arrays, where the executor makes arrays. A key's state comes from its work dir first
-(`done.json` is written last), then from the executor that ran its recorded job.
+(`done.json` is written last), then from the executor that ran its recorded job, asked once for
+all of its jobs.
 """
 
 from __future__ import annotations
