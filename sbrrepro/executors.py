@@ -179,11 +179,11 @@ class Queued(submitit.helpers.Checkpointable):
             time.sleep(2)
         if self.after and LocalExecutor().state(*self.after) == FAILED:  # as SLURM's afterok
             raise RuntimeError(f"not run: job {self.after[0]}, which it waits for, failed")
-        if self.threads:
-            import torch
-
-            torch.set_num_threads(self.threads)
         with _Slot(self.slot_dir, self.slots):
+            if self.threads:  # torch only once a slot is held: the jobs that wait stay small
+                import torch
+
+                torch.set_num_threads(self.threads)
             return self.fn()
 
 

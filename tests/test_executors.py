@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -167,3 +170,14 @@ def test_unsafe_or_wrong_profiles_are_refused(tmp_path, cli, text, field, proble
 
 def test_default_profile_is_this_machine():
     assert make_executor(load_profile(None)).kind == "local"
+
+
+def test_a_local_job_waiting_for_a_training_slot_has_not_imported_torch(tmp_path):
+    """A whole paper queues dozens of jobs on one machine: those that wait must stay small processes."""
+    waiting = ("import sys, threading, time; from pathlib import Path; from sbrrepro.executors import Queued; "
+               f"threading.Thread(target=Queued(print, Path({str(tmp_path)!r}), 1, 2), daemon=True).start(); "
+               "time.sleep(3); print('torch' in sys.modules)")
+    with open(tmp_path / "slot0.lock", "w") as held:  # the machine's only slot is taken
+        fcntl.flock(held, fcntl.LOCK_EX)
+        out = subprocess.run([sys.executable, "-c", waiting], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["False"], out.stderr[-2000:]
