@@ -26,7 +26,7 @@ from sbrrepro.params import trainable
 from sbrrepro.plan import load_plan
 from sbrrepro.speed import device_name
 
-PLAN = Path(__file__).resolve().parents[1] / "plans" / "table2.yaml"
+PLAN = Path(__file__).resolve().parents[1] / "plans" / "sbr-cnn" / "table2.yaml"
 HTC_ROW, R3_ROW = 3, 4
 
 

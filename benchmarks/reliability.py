@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,12 +28,13 @@ import threading
 import time
 from pathlib import Path
 
-import yaml
-
 from sbrrepro import jobs
+from sbrrepro.layout import StudyPaths
 from sbrrepro.study import Study
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from steps import copy_plan  # noqa: E402  (the tests' copy of a plan, beside its recipe)
 
 
 def cli(*args: str, **kw) -> subprocess.CompletedProcess:
@@ -47,7 +47,7 @@ def status(study: Path) -> list[dict]:
 
 def unrecorded(study_dir: Path) -> int:
     """Submissions in the study that its state store does not hold: what a killed `run` left."""
-    if not (study_dir / "state.sqlite").exists():
+    if not StudyPaths(study_dir).state.exists():
         return 0
     study = Study.open(study_dir)
     recorded = {(s.job_id, s.folder) for s in study.submissions().values()}
@@ -87,35 +87,34 @@ def kill_job(state: dict, study: Path) -> None:
 def kill_trainings(study: Path, killed: set[str], stop: threading.Event) -> None:
     """SIGKILL each training once after its first checkpoint (before its last), until `stop`."""
     while not stop.wait(1):
-        for s in status(study) if (study / "state.sqlite").exists() else []:
-            run_dir = study / "runs" / s["key"]
+        paths = StudyPaths(study)
+        for s in status(study) if paths.state.exists() else []:
+            run = paths.run(s["key"])
             if (s["key"] not in killed and s["state"] == "running"
-                    and (run_dir / "epoch_1.pth").exists() and not (run_dir / "epoch_3.pth").exists()):
+                    and run.checkpoint(1).exists() and not run.checkpoint(3).exists()):
                 kill_job(s, study)
                 killed.add(s["key"])
 
 
 def malformed(tmp: Path) -> tuple[int, int]:
     """Malformed plans and profiles: (tried, rejected with one clean line and exit status 2)."""
-    good = yaml.safe_load((REPO / "plans" / "table3.yaml").read_text())
-    cases = {
-        "bad yaml": "rows: [\n",
-        "unknown field": yaml.safe_dump({**good, "colour": "red"}),
-        "wrong type": yaml.safe_dump({**good, "recipe": {**good.get("recipe", {}), "epochs": "twelve"}}),
-        "unknown model": yaml.safe_dump({**good, "rows": [{"row": 1, "model": "yolo"}]}),
-        "missing published file": yaml.safe_dump({**good, "published": "../nowhere.csv"}),
-        "path in table name": yaml.safe_dump({**good, "table": "../../x"}),
+    cases = {  # changes of the Table 3 plan
+        "bad yaml": {"text": "rows: [\n"},
+        "unknown field": {"colour": "red"},
+        "wrong type": {"recipe": {"epochs": "twelve"}},
+        "unknown model": {"rows.0.model": "yolo"},
+        "missing published file": {"published": "../nowhere.csv"},
+        "path in table name": {"table": "../../x"},
     }
     profiles = {"shell in partition": "executor: slurm\npartition: 'gpu; reboot'\n",
                 "unknown executor": "executor: k8s\n"}
     tried = rejected = 0
-    for i, text in enumerate([*cases.values(), *profiles.values()]):
-        plan = tmp / "plans" / f"bad{i}.yaml"
-        plan.write_text(text if i < len(cases) else yaml.safe_dump(good))
+    for i, case in enumerate([*cases.values(), *profiles.values()]):
+        plan = copy_plan(tmp, "sbr-cnn/table3", name=f"bad{i}", **(case if i < len(cases) else {}))
         extra = []
         if i >= len(cases):
             profile = tmp / f"profile{i}.yaml"
-            profile.write_text(text)
+            profile.write_text(case)
             extra = ["--cluster", str(profile)]
         study = tmp / f"bad-study{i}"
         r = cli("run", str(plan), "--smoke", "--dry-run", "--study", str(study), *extra)
@@ -136,12 +135,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        shutil.copytree(REPO / "tables", tmp / "tables")
-        shutil.copytree(REPO / "plans", tmp / "plans")  # with the recipes they refer to
-        plan = yaml.safe_load((REPO / "plans" / "table3.yaml").read_text())
-        plan["rows"] = [plan["rows"][0], plan["rows"][2]]
-        plan_path = tmp / "plans" / "t3.yaml"
-        plan_path.write_text(yaml.safe_dump(plan))
+        rows = [1, 3]
+        plan_path = copy_plan(tmp, "sbr-cnn/table3", rows=rows)
         study = tmp / "study"
         run = [sys.executable, "-m", "sbrrepro", "run", str(plan_path), "--smoke", "--epochs", "3",
                "--study", str(study), *cluster]
@@ -183,9 +178,9 @@ def main() -> None:
         expected = {k: 1 + (k in killed_jobs) for k in submissions}
         duplicates = sum(max(0, n - expected[k]) for k, n in submissions.items())
         collected = json.loads(cli("collect", "--study", str(study), "--json").stdout)
-        lost = len(plan["rows"]) - sum(1 for r in collected if r["state"] == "done" and "bbox_AP" in r["metrics"])
-        resumed = sum(1 for k in killed_jobs
-                      if "Auto resumed" in "".join(p.read_text() for p in (study / "runs" / k).glob("*/*.log")))
+        lost = len(rows) - sum(1 for r in collected if r["state"] == "done" and "bbox_AP" in r["metrics"])
+        logs = {k: "".join(p.read_text() for p in StudyPaths(study).run(k).root.glob("*/*.log")) for k in killed_jobs}
+        resumed = sum(1 for k in killed_jobs if "Auto resumed" in logs[k])
         tried, rejected = malformed(tmp)
 
     print(f"kills survived: {kills} of `sbrrepro run` ({left_unrecorded} left a submission unrecorded), "

@@ -11,23 +11,19 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from sbrrepro.configs import full_scale, write_configs
 from sbrrepro.costs import summarize
-from sbrrepro.plan import load_plan
-from sbrrepro.zoo import MODELS
+from sbrrepro.prepare import prepare
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    plans = [p for p in map(load_plan, sorted((REPO / "plans").glob("*.yaml"))) if p.paper == "sbr-cnn"]
+    files = sorted(str(p) for p in (REPO / "plans" / "sbr-cnn").glob("*.yaml") if p.name != "recipe.yaml")
     with tempfile.TemporaryDirectory() as tmp:
-        rows = []
-        for plan in plans:
-            rows += zip(plan.rows, write_configs(plan, full_scale(Path(tmp) / "coco"), Path(tmp) / "configs"))
-        trained = [(row, rc) for row, rc in rows if MODELS[row.model].trains]
-        s = summarize(trained, Path(tmp), "full")
-    print(f"plans: {', '.join(p.name for p in plans)}")
+        prepared = prepare(files, Path(tmp) / "study", smoke=False, data_root=f"{tmp}/coco", dry_run=True)
+        s = summarize(prepared.trained, prepared.study.paths, "full")
+    rows, trained = prepared.rows, prepared.trained
+    print(f"plans: {', '.join(sorted({plan.name for plan, _, _ in rows}))}")
     print(f"table rows: {len(rows)} ({len(rows) - len(trained)} counted from the model, no job: Table 1, Fig. 1)")
     print(f"unique trainings: {s.trainings}")
     print(f"evaluation-only jobs: {s.evaluations}")

@@ -1,7 +1,7 @@
 """The `sbrrepro` command: run, status, cancel, collect, params, speed, plot-iou, plot-anchors.
 
-Data flows plan -> configs -> jobs -> results -> report; each command is a thin driver over those
-stages. Bad input ends with one line on stderr and exit status 2.
+Data flows plan -> configs -> jobs -> results -> report; each command parses its arguments, calls
+its stage and prints. Bad input ends with one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -18,26 +17,6 @@ from pathlib import Path
 from .errors import UserError
 
 DEFAULT_STUDY = Path("studies/default")
-
-
-def _scale(args: argparse.Namespace, study_root: Path, plan_recipe: dict):
-    from .configs import full_scale, smoke_scale
-    from .dataset import SyntheticSpec
-
-    if args.smoke:
-        scale = smoke_scale((study_root / "data" / SyntheticSpec().folder_name()).resolve())
-    else:
-        root = Path(args.data_root or os.environ.get("SBRREPRO_COCO", "data/coco")).resolve()
-        scale = full_scale(root, (plan_recipe["train_split"], plan_recipe["eval_split"]))
-    return dataclasses.replace(scale, epochs=args.epochs) if args.epochs else scale
-
-
-def _require_coco(plan, scale) -> None:
-    """At full scale the plan's COCO split must be there."""
-    ann = scale.data_root / scale.val_ann
-    if scale.name == "full" and not ann.exists():
-        raise UserError(str(plan.path), "recipe.dataset", f"COCO not found: {ann} is missing; pass "
-                        "--data-root DIR (or set SBRREPRO_COCO), or use --smoke for the embedded dataset")
 
 
 def _print_states(states, as_json: bool, todo: set[str] | None = None) -> None:
@@ -55,56 +34,38 @@ def _print_states(states, as_json: bool, todo: set[str] | None = None) -> None:
             print(f"    {s.log}:\n" + "\n".join("    | " + line for line in s.log_tail.splitlines()))
 
 
+def _trained(study) -> list:
+    """The study's rows that run jobs."""
+    from .zoo import MODELS
+
+    return [rc for _, rc in study.rows() if MODELS[rc.model].trains]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from . import jobs
-    from .configs import write_configs
     from .costs import summarize
-    from .dataset import ensure_dataset
     from .executors import load_profile, make_executor
-    from .plan import load_plan
-    from .study import Study
+    from .prepare import prepare
 
-    if args.epochs is not None and args.epochs < 1:
-        raise UserError("command line", "--epochs", f"must be at least 1, got {args.epochs}")
-    plans = [load_plan(p) for p in args.plans]  # every plan is checked before anything is written
     executor = make_executor(load_profile(args.cluster))
-    study_root = Path(args.study)
-    scale_name = "smoke" if args.smoke else "full"
-    if (study_root / "study.json").exists():
-        Study.open(study_root, scale_name)  # a scale mismatch is an error before anything is written
-    scales = [_scale(args, study_root, plan.rows[0].recipe) for plan in plans]
-    if not args.dry_run:
-        for plan, scale in zip(plans, scales):
-            _require_coco(plan, scale)
-    study = Study.open(study_root, scale_name, create=True)
-    rows, plan_rows, counted = [], [], 0
-    for plan, scale in zip(plans, scales):
-        written = write_configs(plan, scale, study.configs)
-        study.register(plan.path, written)
-        jobs_of = [(r, rc) for r, rc in zip(plan.rows, written) if trains(rc)]
-        counted += len(written) - len(jobs_of)
-        rows += [rc for _, rc in jobs_of]
-        plan_rows += jobs_of
+    prepared = prepare(args.plans, Path(args.study), args.smoke, args.epochs, args.data_root, args.dry_run)
+    study, trained = prepared.study, prepared.trained
+    rows = [rc for _, rc in trained]
     if args.dry_run:
-        states = jobs.states(study, rows)
-        redo = {jobs.NEW, jobs.FAILED} if args.retry_failed else {jobs.NEW}
-        todo = {s.key for s in states if s.state in redo}
-        # trainings that only evaluation-only rows need are submitted too
-        todo |= {key for key, state in jobs.key_states(study, {r.train_key for r in rows}).items() if state in redo}
-        _print_states(states, args.json, todo)
+        todo = jobs.would_submit(study, rows, args.retry_failed)
+        _print_states(jobs.states(study, rows), args.json, todo)
         if not args.json:
-            s = summarize(plan_rows, study.root, study.scale)
+            s = summarize(trained, study.paths, study.scale)
             print(f"dry run: {s.rows} row(s), {s.trainings} unique training(s), {s.evaluations} "
                   f"evaluation-only job(s); would submit {len(todo)} job(s); nothing submitted")
-            if counted:
-                print(f"{counted} row(s) need no job: their numbers are counted (`sbrrepro params`)")
+            if counted := len(prepared.rows) - len(trained):
+                print(f"{counted} row(s) need no job: their numbers are counted or computed "
+                      "(`sbrrepro params`, `sbrrepro collect`)")
             unit = "GPU-hours" if study.scale == "full" else "process-hours"
             print("cost: unknown until measured (`collect` measures finished runs)" if s.hours is None else
                   f"cost: {s.hours:.1f} {unit} for the unique trainings; one training per row would take "
                   f"{s.hours_one_per_row:.1f} (saved: {s.hours_one_per_row - s.hours:.1f})")
         return 0
-    if args.smoke:
-        ensure_dataset(study_root / "data")
     with study.submitting():
         submitted = jobs.submit(study, rows, executor, retry_failed=args.retry_failed)
     print(f"submitted {len(submitted)} job(s) ({executor.kind}) for {len(rows)} row(s) in {study.root}")
@@ -112,13 +73,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _wait(study, rows)
     _print_states(jobs.states(study, rows), False)
     return 0
-
-
-def trains(rc) -> bool:
-    """Whether a row runs jobs (a Table 1 layer is only counted)."""
-    from .zoo import MODELS
-
-    return MODELS[rc.model].trains
 
 
 def _wait(study, rows, poll_s: float = 5.0) -> int:
@@ -144,17 +98,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .study import Study
 
     study = Study.open(Path(args.study))
-    _print_states(jobs.states(study, [rc for _, rc in study.rows() if trains(rc)]), args.json)
+    _print_states(jobs.states(study, _trained(study)), args.json)
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     from . import jobs
     from .study import Study
+    from .zoo import MODELS
 
     study = Study.open(Path(args.study))
-    rows = [rc for _, rc in (study.select_rows(args.rows) if args.rows else study.rows()) if trains(rc)]
-    cancelled = jobs.cancel(study, rows)
+    chosen = study.select_rows(args.rows) if args.rows else study.rows()
+    cancelled = jobs.cancel(study, [rc for _, rc in chosen if MODELS[rc.model].trains])
     print(f"cancelled {len(cancelled)} job(s)" + "".join(f"\n  {k}" for k in cancelled))
     return 0
 
@@ -173,21 +128,36 @@ def cmd_collect(args: argparse.Namespace) -> int:
     print(f"results: {done.results}")
     for path in done.reports:
         print(f"table: {path}")
-    if done.figures:
-        print(f"figures, no table: {', '.join(done.figures)} (`sbrrepro plot-iou`, `sbrrepro plot-anchors`)")
+    for path in done.figures:
+        print(f"figure: {path}")
+    for plan, why in done.not_drawn.items():
+        print(f"figure {plan}: not drawn yet: {why}")
     return 0
 
 
+def _figure_rows(study, kind: str, wanted: list[str] | None) -> list:
+    """The rows to draw: those asked for, else every row of the study's figure plans of `kind`."""
+    from .plan import load_plan
+
+    if wanted:
+        return study.select_rows(wanted)
+    plans = {p for p, _ in study.rows()}
+    of_kind = {p for p in plans if load_plan(p).figure == kind}
+    rows = [(p, rc) for p, rc in study.rows() if p in of_kind]
+    if not rows:
+        raise UserError(str(study.root), None, f"no {kind} figure plan in this study (e.g. `sbrrepro run "
+                        "plans/sbr-cnn/fig3.yaml`); or name the rows with --rows")
+    return rows
+
+
 def cmd_plot_iou(args: argparse.Namespace) -> int:
-    from .figures import default_rows, draw, panels
+    from .figures import iou_histograms
     from .study import Study
 
     study = Study.open(Path(args.study))
-    rows = study.select_rows(args.rows) if args.rows else default_rows(study)
-    if not rows:
-        raise UserError(str(study.root), None, "no Mask R-CNN or R^3-CNN row in this study; pass --rows")
-    out = Path(args.out) if args.out else study.root / "figures" / "fig3-iou"
-    for path in draw(panels(study, rows), out):
+    rows = _figure_rows(study, "iou_histograms", args.rows)
+    out = Path(args.out) if args.out else study.paths.figure(rows[0][1].plan)
+    for path in iou_histograms.draw(study.paths, rows, out):
         print(f"figure: {path}")
     return 0
 
@@ -217,82 +187,46 @@ def cmd_params(args: argparse.Namespace) -> int:
 
 
 def cmd_speed(args: argparse.Namespace) -> int:
-    from .configs import write_configs
-    from .dataset import ensure_dataset
-    from .plan import load_plan
-    from .speed import measure, record
-    from .study import Study
-    from .training import DONE_FILE
+    from .prepare import prepare
+    from .speed import measure_rows
 
     if args.images < 1:
         raise UserError("command line", "--images", f"must be at least 1, got {args.images}")
-    plans = [load_plan(p) for p in args.plans]
-    study_root = Path(args.study)
-    scales = [_scale(args, study_root, plan.rows[0].recipe) for plan in plans]
-    for plan, scale in zip(plans, scales):  # before anything is written
-        _require_coco(plan, scale)
-    study = Study.open(study_root, "smoke" if args.smoke else "full", create=True)
-    if args.smoke:
-        ensure_dataset(study_root / "data")
+    prepared = prepare(args.plans, Path(args.study), args.smoke, args.epochs, args.data_root)
     results = []
-    for plan, scale in zip(plans, scales):
-        for rc in write_configs(plan, scale, study.configs):
-            if not trains(rc):
-                continue
-            done = study.run_dir(rc.train_key) / DONE_FILE
-            ckpt = done.parent / f"epoch_{json.loads(done.read_text())['epochs']}.pth" if done.exists() else None
-            speed = measure(rc.path, ckpt, args.images)
-            record(study.root, rc.key, speed)
-            results.append({"plan": plan.name, "row": rc.row, "label": rc.label, "key": rc.key,
-                            **dataclasses.asdict(speed)})
-            if not args.json:
-                weights = "trained" if speed.trained else "untrained (initial weights)"
-                print(f"{plan.name} row {rc.row:<3} {rc.label:<18} {speed.images_per_s:7.2f} img/s  "
-                      f"peak {speed.peak_memory_GB:.2f} GB ({speed.memory_kind})  {weights}  on {speed.device}",
-                      flush=True)
+    for rc, speed in measure_rows(prepared.study, [rc for _, rc in prepared.trained], args.images):
+        results.append({"plan": rc.plan, "row": rc.row, "label": rc.label, "key": rc.key, **dataclasses.asdict(speed)})
+        if not args.json:
+            weights = "trained" if speed.trained else "untrained (initial weights)"
+            print(f"{rc.plan} row {rc.row:<3} {rc.label:<18} {speed.images_per_s:7.2f} img/s  "
+                  f"peak {speed.peak_memory_GB:.2f} GB ({speed.memory_kind})  {weights}  on {speed.device}",
+                  flush=True)
     if args.json:
         print(json.dumps(results, indent=1))
     return 0
 
 
 def cmd_plot_anchors(args: argparse.Namespace) -> int:
-    from .anchors import DEFAULT_THRESHOLDS, max_anchor_ious, percent_without_anchor, plot_anchors
-    from .configs import build_config, full_scale
-    from .dataset import SyntheticSpec, ensure_dataset
-    from .files import atomic_write
+    from .configs import full_scale, write_configs
+    from .figures import anchor_coverage
+    from .layout import StudyPaths
     from .plan import load_plan
 
     plan = load_plan(args.plan)
-    rows = [r for r in plan.rows if r.model == "rpn_anchors"]
-    if not rows:
-        raise UserError(str(plan.path), "rows", "no row with model rpn_anchors (see plans/fig1.yaml)")
-    coco = args.data_root or os.environ.get("SBRREPRO_COCO")
-    if coco:  # the paper's: the boxes the RPN trains on
-        ann, dataset = Path(coco) / "annotations" / f"instances_{rows[0].recipe['train_split']}.json", "COCO"
-        if not ann.exists():
-            raise UserError("command line", "--data-root", f"{ann} is missing: expected a COCO folder")
-    else:
-        root = ensure_dataset(Path(args.study) / "data")
-        ann, dataset = root / "annotations" / "instances_train.json", f"embedded ({SyntheticSpec().folder_name()})"
-    curves, table = {}, {}
-    for row in rows:
-        generator = build_config(row, full_scale(Path(coco or "coco")))["anchor_generator"]  # no data read
-        ious = max_anchor_ious(ann, generator, tuple(row.recipe["image_scale"]), progress=not args.json)
-        percents = percent_without_anchor(ious, DEFAULT_THRESHOLDS)
-        label = f"{dataset}: {row.label}"
-        curves[label] = (DEFAULT_THRESHOLDS, percents)
-        table[label] = {"boxes": int(ious.size), "thresholds": DEFAULT_THRESHOLDS, "percent_without_anchor": percents}
-    out = Path(args.out) if args.out else Path(args.study) / "figures" / "fig1-anchors"
-    for ext in ("png", "pdf"):
-        plot_anchors(curves, out.with_suffix(f".{ext}"))
-    atomic_write(out.with_suffix(".json"), json.dumps(table, indent=1))
+    if plan.figure != "anchor_coverage":
+        raise UserError(str(plan.path), "figure", "not an anchor_coverage figure plan (see plans/sbr-cnn/fig1.yaml)")
+    paths = StudyPaths(Path(args.study).resolve())
+    rows = [(str(plan.path), rc) for rc in write_configs(plan, full_scale(Path("coco")), paths)]
+    out = Path(args.out) if args.out else paths.figure(plan.name)
+    written = anchor_coverage.draw(paths, rows, out, data_root=args.data_root, progress=not args.json)
+    table = json.loads(written[-1].read_text())
     if args.json:
         print(json.dumps(table, indent=1))
         return 0
     for label, data in table.items():
         print(f"{label}: {data['boxes']} ground-truth boxes; % with no anchor at IoU >= t")
-        print("  " + "  ".join(f"{t:.2f}:{p:5.1f}" for t, p in zip(DEFAULT_THRESHOLDS, data["percent_without_anchor"])))
-    print(f"figure: {out.with_suffix('.png')}, {out.with_suffix('.pdf')}; data: {out.with_suffix('.json')}")
+        print("  " + "  ".join(f"{t:.2f}:{p:5.1f}" for t, p in zip(data["thresholds"], data["percent_without_anchor"])))
+    print("figure: " + ", ".join(str(p) for p in written))
     return 0
 
 
@@ -304,7 +238,7 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--study", default=str(DEFAULT_STUDY), help="study folder (default: %(default)s)")
 
     run = sub.add_parser("run", help="write each plan row's config and submit what is not done or running")
-    run.add_argument("plans", nargs="+", help="plan files, e.g. plans/table3.yaml")
+    run.add_argument("plans", nargs="+", help="plan files, e.g. plans/sbr-cnn/table3.yaml")
     study_arg(run)
     run.add_argument("--smoke", action="store_true",
                      help="scaled down: generated dataset, ResNet-18 from scratch, small images, few epochs")
@@ -334,12 +268,12 @@ def parser() -> argparse.ArgumentParser:
     collect.set_defaults(func=cmd_collect)
 
     params = sub.add_parser("params", help="each row's trainable parameters beside the published count")
-    params.add_argument("plans", nargs="+", help="plan files, e.g. plans/table6.yaml")
+    params.add_argument("plans", nargs="+", help="plan files, e.g. plans/sbr-cnn/table6.yaml")
     params.add_argument("--json", action="store_true", help="per plan and row: ours and published")
     params.set_defaults(func=cmd_params)
 
     speed = sub.add_parser("speed", help="inference images/s (batch 1, one device) and peak memory per row")
-    speed.add_argument("plans", nargs="+", help="plan files, e.g. plans/table6.yaml")
+    speed.add_argument("plans", nargs="+", help="plan files, e.g. plans/sbr-cnn/table6.yaml")
     study_arg(speed)
     speed.add_argument("--smoke", action="store_true", help="the smoke-scale models on the embedded dataset")
     speed.add_argument("--data-root", help="COCO folder for full scale (default: $SBRREPRO_COCO or data/coco)")
@@ -351,17 +285,17 @@ def parser() -> argparse.ArgumentParser:
 
     plot = sub.add_parser("plot-iou", help="Fig. 3: IoU distribution of the positive training RoIs")
     study_arg(plot)
-    plot.add_argument("--rows", nargs="+", help="rows to draw, as N or PLAN:N (default: Mask R-CNN and "
-                      "the 3-loop R^3-CNN)")
-    plot.add_argument("--out", help="output path without extension (default: STUDY/figures/fig3-iou)")
+    plot.add_argument("--rows", nargs="+", help="rows to draw, as N or PLAN:N (default: the rows of the "
+                      "study's iou_histograms figure plans, e.g. plans/sbr-cnn/fig3.yaml)")
+    plot.add_argument("--out", help="output path without extension (default: STUDY/figures/<plan>, e.g. sbr-cnn-fig3)")
     plot.set_defaults(func=cmd_plot_iou)
 
     anchors = sub.add_parser("plot-anchors", help="Fig. 1: % of ground-truth boxes with no anchor above an IoU")
-    anchors.add_argument("plan", nargs="?", default="plans/fig1.yaml", help="default: %(default)s")
+    anchors.add_argument("plan", nargs="?", default="plans/sbr-cnn/fig1.yaml", help="default: %(default)s")
     study_arg(anchors)
     anchors.add_argument("--data-root", help="COCO folder (default: $SBRREPRO_COCO; without either, the "
                          "embedded dataset)")
-    anchors.add_argument("--out", help="output path without extension (default: STUDY/figures/fig1-anchors)")
+    anchors.add_argument("--out", help="output path without extension (default: STUDY/figures/sbr-cnn-fig1)")
     anchors.add_argument("--json", action="store_true")
     anchors.set_defaults(func=cmd_plot_anchors)
     return p

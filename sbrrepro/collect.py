@@ -1,4 +1,5 @@
-"""`sbrrepro collect`: every row of a study -> results.json and one table per plan (MD, LaTeX)."""
+"""`sbrrepro collect`: every row of a study -> results.json, one table per table plan (MD, LaTeX)
+and every figure plan's figure."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import jobs
+from . import figures, jobs
 from .configs import RowConfig
-from .costs import COSTS_FILE, measured
+from .costs import measured
+from .errors import UserError
 from .files import atomic_write
 from .metrics import PARAM_UNITS, VOCABULARY, from_coco, from_params
 from .params import Counts, param_metrics
@@ -18,25 +20,22 @@ from .report import Table, to_latex, to_markdown
 from .results import final_metrics, training_footprint
 from .speed import recorded as recorded_speed
 from .study import Study
-from .training import DONE_FILE, PROVENANCE_FILE
 from .verify import compare
 from .zoo import MODELS
 
 SCALED_MARK = "†"
-PARAMS_FILE = "params.json"  # counts by model and options, kept by collect
 
 
 def ours(study: Study, rc: RowConfig) -> dict[str, float]:
     """Our metrics for a finished row: CocoMetric's output in its training's log, or for an
     evaluation-only row, in what its evaluation job kept of `runner.test()`; the training's memory
     and checkpoint size; the speed `sbrrepro speed` measured."""
-    run_dir = study.run_dir(rc.key)
-    done = json.loads((run_dir / DONE_FILE).read_text())
-    coco = done["metrics"] if rc.eval_only else final_metrics(run_dir, done["epochs"])
-    train_dir = study.run_dir(rc.train_key)
-    epochs = json.loads((train_dir / DONE_FILE).read_text())["epochs"]
-    out = {**from_coco(coco or {}), **training_footprint(train_dir, epochs)}
-    if (speed := recorded_speed(study.root).get(rc.key)) is not None:
+    run, training = study.paths.run(rc.key), study.paths.run(rc.train_key)
+    done = json.loads(run.done.read_text())
+    coco = done["metrics"] if rc.eval_only else final_metrics(run, done["epochs"])
+    epochs = json.loads(training.done.read_text())["epochs"]
+    out = {**from_coco(coco or {}), **training_footprint(training, epochs)}
+    if (speed := recorded_speed(study.paths).get(rc.key)) is not None:
         out["speed_fps"] = speed["images_per_s"]
     return out
 
@@ -47,7 +46,8 @@ class Collected:
     reports: list[Path]
     rows: list[dict[str, Any]]
     tables: list[Table]
-    figures: list[str]  # plans of figures (no metrics), which collect renders no table for
+    figures: list[Path]
+    not_drawn: dict[str, str]  # figure plan -> why its figure could not be drawn yet
 
 
 def collect(study: Study) -> Collected:
@@ -58,7 +58,7 @@ def collect(study: Study) -> Collected:
             plans[plan_path] = load_plan(plan_path)
     trained = [rc for _, rc in registered if MODELS[rc.model].trains]
     state_of = {(s.plan, s.row): s for s in jobs.states(study, trained)}
-    counts = Counts(study.root / PARAMS_FILE)
+    counts = Counts(study.paths.params)
 
     rows, by_plan = [], {}
     for plan_path, rc in registered:
@@ -72,7 +72,7 @@ def collect(study: Study) -> Collected:
         cells, verdict = compare(metrics, published, plan.metrics, plan.tolerance)
         if study.scale == "smoke" and verdict != "–" and not counted_only(plan):
             verdict = "smoke"  # synthetic data: the numbers are real but not comparable with the paper
-        prov_path = study.run_dir(rc.train_key) / PROVENANCE_FILE
+        prov_path = study.paths.run(rc.train_key).provenance
         prov = json.loads(prov_path.read_text()) if prov_path.exists() else None
         about = state.to_json() if state else {"plan": rc.plan, "row": rc.row, "label": rc.label,
                                                "state": "counted"}
@@ -83,24 +83,27 @@ def collect(study: Study) -> Collected:
         mark = SCALED_MARK if prov and prov["lr_scaled"] else ""
         by_plan.setdefault(plan_path, []).append((lead, cells, verdict + mark))
 
-    costs = {rc.train_key: h for _, rc in registered if (h := measured(study.run_dir(rc.train_key))) is not None}
-    atomic_write(study.root / COSTS_FILE, json.dumps(costs, indent=1))
-    results = study.root / "results.json"
-    atomic_write(results, json.dumps({"scale": study.scale, "rows": rows}, indent=1))
-    reports, tables, figures = [], [], []
-    for plan_path, table_rows in by_plan.items():
-        plan = plans[plan_path]
+    costs = {rc.train_key: h for _, rc in registered if (h := measured(study.paths.run(rc.train_key))) is not None}
+    atomic_write(study.paths.costs, json.dumps(costs, indent=1))
+    atomic_write(study.paths.results, json.dumps({"scale": study.scale, "rows": rows}, indent=1))
+    reports, tables, drawn, not_drawn = [], [], [], {}
+    for plan_path, plan in plans.items():
+        if plan.figure:
+            try:
+                rows_of_plan = [(p, rc) for p, rc in registered if p == plan_path]
+                drawn += figures.kind(plan.figure).draw(study.paths, rows_of_plan, study.paths.figure(plan.name))
+            except UserError as e:  # e.g. a training that has not recorded anything yet
+                not_drawn[plan.name] = str(e)
         if not plan.metrics:
-            figures.append(plan.name)  # a figure, drawn by its own command: no table
             continue
         table = Table(f"{plan.paper} {plan.name.split('/')[1]}: {plan.title}", caption(plan, study.scale),
-                      ["#", *plan_lead(plan)], plan.metrics, table_rows)
-        base = study.root / "report" / plan.name.replace("/", "-")
-        atomic_write(base.with_suffix(".md"), to_markdown(table))
-        atomic_write(base.with_suffix(".tex"), to_latex(table))
-        reports += [base.with_suffix(".md"), base.with_suffix(".tex")]
+                      ["#", *plan_lead(plan)], plan.metrics, by_plan[plan_path])
+        for suffix, render in ((".md", to_markdown), (".tex", to_latex)):
+            path = study.paths.report(plan.name, suffix)
+            atomic_write(path, render(table))
+            reports.append(path)
         tables.append(table)
-    return Collected(results, reports, rows, tables, figures)
+    return Collected(study.paths.results, reports, rows, tables, drawn, not_drawn)
 
 
 def plan_lead(plan: Plan) -> list[str]:

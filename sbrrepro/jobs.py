@@ -22,14 +22,14 @@ from typing import Any
 from .configs import RowConfig
 from .executors import FAILED, FINISHED, PENDING, RUNNING, Executor, Job, executor_of_kind
 from .files import atomic_write
+from .layout import StudyPaths
 from .study import Study, Submission
-from .training import DONE_FILE, STARTED_FILE, EvalJob, TrainingJob
+from .training import EvalJob, TrainingJob
 
 # Row states, in the order a row goes through them.
 NEW, DONE = "new", "done"
 TAIL_LINES = 15
 SUBMITTED = "_submitted.pkl"  # submitit writes <job id>_submitted.pkl as soon as it has submitted a job
-MANIFEST = "keys.json"  # in an array's folder: the keys of its tasks, in task order
 
 
 @dataclass(frozen=True)
@@ -54,18 +54,13 @@ class RowState:
         return asdict(self)
 
 
-def _submitit_folder(study: Study, key: str) -> Path:
-    """The folder of a job submitted on its own (an array's tasks share the array's folder)."""
-    return study.run_dir(key) / "submitit"
-
-
 def key_states(study: Study, keys: Iterable[str]) -> dict[str, str]:
     """Each key's state: from its work dir, else from the executor of its recorded job, which is
     asked once for all of its jobs (on SLURM one sacct call, not one per key)."""
     subs = study.submissions()
     out, asked = {}, defaultdict(list)
     for key in set(keys):
-        if (study.run_dir(key) / DONE_FILE).exists():
+        if study.paths.run(key).done.exists():
             out[key] = DONE
         elif key not in subs:
             out[key] = NEW
@@ -75,7 +70,7 @@ def key_states(study: Study, keys: Iterable[str]) -> dict[str, str]:
         found = executor_of_kind(kind).states([(subs[k].job_id, subs[k].folder) for k in kind_keys])
         for key in kind_keys:
             state = found[subs[key].job_id]
-            if state == RUNNING and not (study.run_dir(key) / STARTED_FILE).exists():
+            if state == RUNNING and not study.paths.run(key).started.exists():
                 state = PENDING  # the job waits for a training slot
             out[key] = FAILED if state == FINISHED else state  # FINISHED: ended but wrote no done.json
     return out
@@ -119,8 +114,10 @@ def _pickles(folder: Path) -> list[Trace]:
 def traces(study: Study, keys: Iterable[str]) -> dict[str, list[Trace]]:
     """Every submission made for each of `keys`: a job of its own in the key's folder, or a task of
     an array whose folder lists the key (task i runs the i-th key)."""
-    found = {key: _pickles(_submitit_folder(study, key)) for key in keys}
-    for manifest in study.arrays.glob(f"*/{MANIFEST}"):
+    found = {key: _pickles(study.paths.run(key).submitit) for key in keys}
+    for manifest in map(StudyPaths.manifest, study.paths.arrays.glob("*/")):
+        if not manifest.exists():
+            continue
         tasks = json.loads(manifest.read_text())
         for trace in _pickles(manifest.parent):
             key = tasks[int(trace.job_id.rsplit("_", 1)[1])]
@@ -142,8 +139,8 @@ def _unrecorded(found: list[Trace], recorded: Submission | None) -> Trace | None
 def _new_array_folder(study: Study, keys: list[str]) -> Path:
     """A fresh folder for one array, listing its keys before it is submitted: tasks that a killed
     `run` did not record are found there by their index."""
-    folder = study.arrays / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    atomic_write(folder / MANIFEST, json.dumps(keys))
+    folder = study.paths.arrays / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    atomic_write(StudyPaths.manifest(folder), json.dumps(keys))
     return folder
 
 
@@ -177,7 +174,7 @@ def submit(study: Study, rows: list[RowConfig], executor: Executor, retry_failed
         """Submit `batch` (key, config, job): one job alone in its key's folder, more as an array."""
         if len(batch) == 1:
             ((key, _, job),) = batch
-            folder = _submitit_folder(study, key)
+            folder = study.paths.run(key).submitit
             ids = [executor.submit(job, folder, f"sbrrepro-{key}", after)]
         else:
             folder = _new_array_folder(study, [key for key, _, _ in batch])
@@ -186,7 +183,7 @@ def submit(study: Study, rows: list[RowConfig], executor: Executor, retry_failed
         submitted.extend(key for key, _, _ in batch)
 
     trainings = {r.train_key: r.train_path for r in rows}
-    ready = [(key, config, TrainingJob(str(config), str(study.run_dir(key))))
+    ready = [(key, config, TrainingJob(str(config), str(study.paths.run(key).root)))
              for key, config in trainings.items() if to_send(key, config)]
     for batch in _chunks(ready, executor.array_size):
         send(batch)
@@ -197,9 +194,16 @@ def submit(study: Study, rows: list[RowConfig], executor: Executor, retry_failed
         if train_state == FAILED or not to_send(key, r.path):
             continue
         train = subs[r.train_key] if train_state != DONE else None
-        job = EvalJob(str(r.path), str(study.run_dir(r.train_key)), str(study.run_dir(key)))
+        job = EvalJob(str(r.path), str(study.paths.run(r.train_key).root), str(study.paths.run(key).root))
         send([(key, r.path, job)], (train.job_id, train.folder) if train else None)
     return submitted
+
+
+def would_submit(study: Study, rows: list[RowConfig], retry_failed: bool = False) -> set[str]:
+    """The keys `submit` would send now: the rows' and the trainings that evaluation-only rows need."""
+    redo = {NEW, FAILED} if retry_failed else {NEW}
+    todo = {s.key for s in states(study, rows) if s.state in redo}  # an evaluation of a failed training: failed
+    return todo | {key for key, state in key_states(study, {r.train_key for r in rows}).items() if state in redo}
 
 
 def cancel(study: Study, rows: list[RowConfig]) -> list[str]:

@@ -14,11 +14,8 @@ from .configs import build_config, build_model, full_scale
 from .files import atomic_write
 from .metrics import PARAM_UNITS, from_params
 from .plan import Plan, Row
+from .training import trainable
 from .verify import compare, number
-
-
-def trainable(module: Any) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 def _layers(head: Any) -> list[Any]:
@@ -33,12 +30,7 @@ def _layers(head: Any) -> list[Any]:
 def count(cfg: dict) -> int:
     """Trainable parameters of a config's model; with `layer`, of that shared layer of the head."""
     model = build_model(cfg)
-    if "layer" in cfg:
-        layers = _layers(model)
-        if cfg["layer"] >= len(layers):
-            raise IndexError(f"the head has {len(layers)} shared layers, not {cfg['layer'] + 1}")
-        return trainable(layers[cfg["layer"]])
-    return trainable(model)
+    return trainable(_layers(model)[cfg["layer"]]) if "layer" in cfg else trainable(model)
 
 
 class Counts:

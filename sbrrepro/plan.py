@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from .errors import UserError
+from .figures import KINDS
 from .metrics import VOCABULARY
 from .schema import Field, one_of, positive, validate
 from .zoo import MODELS
@@ -64,6 +65,7 @@ PLAN_FIELDS = {
     "table": Field(str, check=_name, help="the table's or figure's name in the paper, e.g. '3' or 'fig3'"),
     "title": Field(str),
     "metrics": Field(("list", str), check=_metrics_check),
+    "figure": Field(str, None, one_of(*KINDS), "a figure plan: the kind of figure its rows make"),
     "tolerance": Field(float, 0.5, positive, "largest |ours - published| for a match, in points"),
     "published": Field(str, help="CSV of published numbers, relative to the plan file"),
     "recipe_file": Field(str, None, help="a YAML file with the paper's recipe, relative to the plan file"),
@@ -100,6 +102,7 @@ class Plan:
     tolerance: float
     published: dict[int, dict[str, str]]  # paper row -> column -> cell, as printed
     rows: list[Row]
+    figure: str | None = None  # a figure plan's kind (a module of sbrrepro.figures)
 
     @property
     def name(self) -> str:
@@ -137,6 +140,13 @@ def _load_yaml(path: Path, where: str, field: str | None) -> Any:
     try:
         text = path.read_text()
     except OSError as e:
+        folder = path.absolute().parent
+        if field is None and isinstance(e, FileNotFoundError) and folder.name == "plans" and folder.is_dir():
+            # a path of the old flat layout, plans/<name>.yaml: the plan is plans/<paper>/<name>.yaml now
+            papers = [d.name for d in sorted(folder.iterdir()) if (d / path.name).is_file()]
+            if len(papers) == 1:
+                new_path = path.parent / papers[0] / path.name
+                raise UserError(where, None, f"plans are per paper now: use {new_path}") from None
         what = "the plan" if field is None else str(path)
         raise UserError(where, field, f"cannot read {what}: {e.strerror}") from None
     try:
@@ -179,4 +189,5 @@ def load_plan(path: str | Path) -> Plan:
         cells = published[r["row"]]
         label = r["label"] or next((cells[k] for k in ("model", "method", "name") if cells.get(k)), r["model"])
         rows.append(Row(r["row"], r["model"], label, finished, row_recipe, r["note"]))
-    return Plan(path, top["paper"], top["table"], top["title"], top["metrics"], top["tolerance"], published, rows)
+    return Plan(path, top["paper"], top["table"], top["title"], top["metrics"], top["tolerance"], published, rows,
+                top["figure"])

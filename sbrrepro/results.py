@@ -8,15 +8,14 @@ epoch. A resumed run adds a new timestamp folder; the newest validation of the l
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-HISTOGRAM_FILE = "iou_histograms.json"  # written by sbrrepro.models.iou_recorder.IoUHistogramHook
+from .layout import RunPaths
 
 
-def _log_lines(work_dir: Path) -> list[dict[str, Any]]:
+def _log_lines(run: RunPaths) -> list[dict[str, Any]]:
     lines: list[dict[str, Any]] = []
-    for path in sorted(work_dir.glob("*/vis_data/scalars.json")):  # timestamps sort in time order
+    for path in run.scalars():
         for text in path.read_text().splitlines():
             try:
                 lines.append(json.loads(text))
@@ -25,22 +24,21 @@ def _log_lines(work_dir: Path) -> list[dict[str, Any]]:
     return lines
 
 
-def final_metrics(work_dir: Path, epochs: int) -> dict[str, float] | None:
+def final_metrics(run: RunPaths, epochs: int) -> dict[str, float] | None:
     """CocoMetric's output for the evaluation after `epochs` epochs ({} when the model detected
     nothing, which CocoMetric reports as no result); None when that evaluation has not happened."""
     found = None
-    for line in _log_lines(work_dir):
+    for line in _log_lines(run):
         if "loss" not in line and line.get("step") == epochs:
             found = {k: float(v) for k, v in line.items() if k.startswith("coco/")}
     return found
 
 
-def load_histograms(run_dir: Path) -> tuple[list[float], dict[str, list[int]]] | None:
+def load_histograms(run: RunPaths) -> tuple[list[float], dict[str, list[int]]] | None:
     """Bin edges and, per series, the IoU counts summed over every recorded epoch."""
-    path = run_dir / HISTOGRAM_FILE
-    if not path.exists():
+    if not run.histograms.exists():
         return None
-    data = json.loads(path.read_text())
+    data = json.loads(run.histograms.read_text())
     total: dict[str, list[int]] = {}
     for per_series in data["epochs"].values():
         for name, counts in per_series.items():
@@ -48,14 +46,14 @@ def load_histograms(run_dir: Path) -> tuple[list[float], dict[str, list[int]]] |
     return data["bin_edges"], total
 
 
-def training_footprint(work_dir: Path, epochs: int) -> dict[str, float]:
+def training_footprint(run: RunPaths, epochs: int) -> dict[str, float]:
     """Table 2's Mem (the most GPU memory a training iteration took, which MMEngine logs on GPUs
     only) and Model (the size of the final checkpoint, optimizer state included, in MiB)."""
     out: dict[str, float] = {}
-    memory = [line["memory"] for line in _log_lines(work_dir) if "loss" in line and "memory" in line]
+    memory = [line["memory"] for line in _log_lines(run) if "loss" in line and "memory" in line]
     if memory:
         out["mem_GB"] = max(memory) / 1024  # MMEngine logs MiB
-    checkpoint = work_dir / f"epoch_{epochs}.pth"
+    checkpoint = run.checkpoint(epochs)
     if checkpoint.exists():
         out["model_MB"] = checkpoint.stat().st_size / 2**20
     return out

@@ -21,9 +21,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .configs import RowConfig, build_model
 from .files import atomic_write
-
-SPEED_FILE = "speed.json"
+from .layout import StudyPaths
+from .study import Study
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,6 @@ def measure(config: Path, checkpoint: Path | None, images: int = 20, warmup: int
     from mmengine.dataset import pseudo_collate
     from mmengine.runner import load_checkpoint
 
-    from .configs import build_model
-
     cfg = Config.fromfile(str(config))
     cuda = torch.cuda.is_available()
     if not cuda:
@@ -107,13 +106,20 @@ def measure(config: Path, checkpoint: Path | None, images: int = 20, warmup: int
     return Speed(images / elapsed, images, memory, kind, device_name(), checkpoint is not None)
 
 
-def record(study_root: Path, key: str, speed: Speed) -> None:
-    path = study_root / SPEED_FILE
-    known: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+def record(paths: StudyPaths, key: str, speed: Speed) -> None:
+    known = recorded(paths)
     known[key] = asdict(speed)
-    atomic_write(path, json.dumps(known, indent=1))
+    atomic_write(paths.speed, json.dumps(known, indent=1))
 
 
-def recorded(study_root: Path) -> dict[str, dict[str, Any]]:
-    path = study_root / SPEED_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
+def recorded(paths: StudyPaths) -> dict[str, dict[str, Any]]:
+    return json.loads(paths.speed.read_text()) if paths.speed.exists() else {}
+
+
+def measure_rows(study: Study, rows: list[RowConfig], images: int) -> Iterator[tuple[RowConfig, Speed]]:
+    """Measure each row on its training's final weights where the study has them, recording each
+    figure as soon as it is taken."""
+    for rc in rows:
+        speed = measure(rc.path, study.paths.run(rc.train_key).final_checkpoint(), images)
+        record(study.paths, rc.key, speed)
+        yield rc, speed

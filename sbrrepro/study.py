@@ -1,13 +1,7 @@
-"""A study folder: generated configs, one work dir per unique training, and a SQLite state store.
+"""A study folder (its files: `layout.StudyPaths`) and its SQLite state store: which plan rows it
+holds, and one line per submission (config, executor, job id, submitit folder, attempts, time).
 
-Layout:
-    study.json               scale of the study (smoke or full), fixed at creation
-    state.sqlite             one line per training: config, executor, job id, submitit folder, attempts, times
-    configs/*.py             one MMDetection config per plan row (named by content hash)
-    runs/<key>/              MMEngine work dir of the training `key`, plus submitit's folder of its job
-    arrays/<stamp>/          submitit's folder of one SLURM job array, with the keys of its tasks
-    data/                    the generated dataset (smoke scale)
-    results.json, report/, figures/   written by `collect` and `plot-iou`
+Paths are stored relative to the study, so that a study copied or moved elsewhere keeps its jobs.
 """
 
 from __future__ import annotations
@@ -24,6 +18,7 @@ from pathlib import Path
 from .configs import RowConfig
 from .errors import UserError
 from .files import atomic_write
+from .layout import StudyPaths
 
 SCHEMA_VERSION = 2  # PRAGMA user_version of state.sqlite; raise it when _SCHEMA changes, with a migration
 # What brings a store of schema N to N + 1, so that a study keeps its jobs across sbrrepro updates.
@@ -72,12 +67,13 @@ class Study:
     def __init__(self, root: Path, scale: str) -> None:
         self.root = root
         self.scale = scale
+        self.paths = StudyPaths(root)
 
     @classmethod
     def open(cls, root: Path, scale: str | None = None, create: bool = False) -> Study:
         """Open (or with `create`, make) a study; `scale` must match the one it was made with."""
         root = root.resolve()  # jobs run elsewhere (another cwd, another node): paths are absolute
-        meta = root / "study.json"
+        meta = StudyPaths(root).meta
         if meta.exists():
             made = json.loads(meta.read_text())["scale"]
             if scale is not None and made != scale:
@@ -94,20 +90,9 @@ class Study:
         atomic_write(meta, json.dumps({"scale": scale or "full", "created": time.time()}))
         return cls(root, scale or "full")
 
-    @property
-    def configs(self) -> Path:
-        return self.root / "configs"
-
-    def run_dir(self, key: str) -> Path:
-        return self.root / "runs" / key
-
-    @property
-    def arrays(self) -> Path:
-        return self.root / "arrays"
-
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.root / "state.sqlite", timeout=30, isolation_level=None)
+        con = sqlite3.connect(self.paths.state, timeout=30, isolation_level=None)
         try:
             con.execute("PRAGMA journal_mode=WAL")
             version = con.execute("PRAGMA user_version").fetchone()[0]
@@ -117,7 +102,7 @@ class Study:
             elif version in _MIGRATIONS:
                 self._migrate(con)
             elif version != SCHEMA_VERSION:
-                raise UserError(str(self.root / "state.sqlite"), None,
+                raise UserError(str(self.paths.state), None,
                                 f"written by another version of sbrrepro (state schema {version}; this one "
                                 f"reads {SCHEMA_VERSION}); run into a new folder with --study")
             yield con
@@ -144,7 +129,7 @@ class Study:
     @contextmanager
     def submitting(self) -> Iterator[None]:
         """Exclusive right to submit: two `sbrrepro run` on one study never both submit."""
-        with open(self.root / ".submit.lock", "w") as handle:
+        with open(self.paths.submit_lock, "w") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -157,8 +142,8 @@ class Study:
         with self._db() as con:
             con.executemany(
                 "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(r.plan, r.row, str(plan_path.resolve()), r.model, r.label, str(r.path), r.key, str(r.train_path),
-                  r.train_key) for r in rows],
+                [(r.plan, r.row, str(plan_path.resolve()), r.model, r.label, self._relative(r.path), r.key,
+                  self._relative(r.train_path), r.train_key) for r in rows],
             )
 
     def rows(self) -> list[tuple[str, RowConfig]]:
@@ -166,7 +151,8 @@ class Study:
         with self._db() as con:
             found = con.execute("SELECT plan_path, plan, row, model, label, config, key, train_config, train_key "
                                 "FROM rows ORDER BY plan, row").fetchall()
-        return [(f[0], RowConfig(f[1], f[2], f[3], f[4], Path(f[5]), f[6], Path(f[7]), f[8])) for f in found]
+        return [(f[0], RowConfig(f[1], f[2], f[3], f[4], self.root / f[5], f[6], self.root / f[7], f[8]))
+                for f in found]
 
     def select_rows(self, wanted: list[str]) -> list[tuple[str, RowConfig]]:
         """Rows named as 'N' or 'PLAN:N' (e.g. 'sbr-cnn/table3:4')."""
@@ -192,7 +178,7 @@ class Study:
         transaction: all or none (a resubmission counts one more attempt)."""
         now = time.time()
         # folders relative to the study, which may move
-        values = [(key, config, executor, job_id, str(_relative(folder, self.root)), now)
+        values = [(key, self._relative(Path(config)), executor, job_id, self._relative(folder), now)
                   for key, config, job_id, folder in jobs]
         with self._db() as con:
             con.execute("BEGIN IMMEDIATE")
@@ -204,9 +190,9 @@ class Study:
             )
             con.execute("COMMIT")
 
-
-def _relative(path: Path, root: Path) -> Path:
-    try:
-        return path.relative_to(root)
-    except ValueError:  # outside the study: kept absolute (root / an absolute path is that path)
-        return path
+    def _relative(self, path: Path) -> str:
+        """Inside the study: relative to it; elsewhere absolute (root / an absolute path is that path)."""
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)

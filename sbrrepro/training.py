@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 import zlib
@@ -17,12 +18,13 @@ from typing import Any
 import submitit
 
 from .files import atomic_write
-from .params import trainable
+from .layout import RunPaths
 from .results import final_metrics
 
-DONE_FILE = "done.json"
-PROVENANCE_FILE = "provenance.json"
-STARTED_FILE = "started"
+
+def trainable(module: Any) -> int:
+    """Trainable parameters, as the papers count them."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 def _distributed_env(job_id: str) -> bool:
@@ -49,20 +51,20 @@ class TrainingJob(submitit.helpers.Checkpointable):
         self.config, self.work_dir = config, work_dir
 
     def __call__(self) -> dict[str, Any]:
-        work_dir = Path(self.work_dir)
-        work_dir.mkdir(parents=True, exist_ok=True)
-        (work_dir / STARTED_FILE).touch()
-        return train_and_evaluate(self.config, work_dir)
+        run = RunPaths(Path(self.work_dir))
+        run.root.mkdir(parents=True, exist_ok=True)
+        run.started.touch()
+        return train_and_evaluate(self.config, run)
 
 
-def _runner(config: str, work_dir: Path, **settings: Any):
-    """MMEngine's runner for `config` in `work_dir`, distributed when the job has several tasks."""
+def _runner(config: str, run: RunPaths, **settings: Any):
+    """MMEngine's runner for `config` in the work dir `run`, distributed when the job has several tasks."""
     import torch
     from mmengine.config import Config
     from mmengine.runner import Runner
 
     cfg = Config.fromfile(config)  # imports sbrrepro.models: plugins and the checkpoint fix
-    cfg.work_dir = str(work_dir)
+    cfg.work_dir = str(run.root)
     cfg.update(settings)
     job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or str(os.getpid())
     if _distributed_env(job_id):
@@ -74,27 +76,27 @@ def _runner(config: str, work_dir: Path, **settings: Any):
             cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", broadcast_buffers=False, device_ids=None)
     runner = Runner.from_cfg(cfg)
     if _rank() == 0:
-        atomic_write(work_dir / PROVENANCE_FILE, json.dumps(provenance(cfg, job_id), indent=1))
+        atomic_write(run.provenance, json.dumps(provenance(cfg, job_id), indent=1))
     return cfg, runner
 
 
-def train_and_evaluate(config: str, work_dir: Path) -> dict[str, Any]:
+def train_and_evaluate(config: str, run: RunPaths) -> dict[str, Any]:
     from mmengine import dist
 
-    cfg, runner = _runner(config, work_dir, resume=True)  # from work_dir/last_checkpoint if any
+    cfg, runner = _runner(config, run, resume=True)  # from the work dir's last_checkpoint if any
     runner.train()
     epochs = cfg.train_cfg.max_epochs
     # Killed between the last checkpoint and the end of its evaluation? Only rank 0 writes the logs
     # that tell, and every rank must take part in the evaluation: rank 0 decides for all.
-    missing = [final_metrics(work_dir, epochs) is None]
+    missing = [final_metrics(run, epochs) is None]
     dist.broadcast_object_list(missing)
     if missing[0]:
         runner.val()
-    metrics = final_metrics(work_dir, epochs) or {}
+    metrics = final_metrics(run, epochs) or {}
     summary = {"metrics": metrics, "epochs": epochs, "trainable_params": trainable(runner.model),
                "finished": time.time()}
     if _rank() == 0:
-        atomic_write(work_dir / DONE_FILE, json.dumps(summary, indent=1))
+        atomic_write(run.done, json.dumps(summary, indent=1))
     return summary
 
 
@@ -106,19 +108,18 @@ class EvalJob(submitit.helpers.Checkpointable):
         self.config, self.train_dir, self.work_dir = config, train_dir, work_dir
 
     def __call__(self) -> dict[str, Any]:
-        train_dir, work_dir = Path(self.train_dir), Path(self.work_dir)
-        if not (train_dir / DONE_FILE).exists():
-            raise RuntimeError(f"the training in {train_dir} has not finished: nothing to evaluate")
-        epochs = json.loads((train_dir / DONE_FILE).read_text())["epochs"]
-        checkpoint = train_dir / f"epoch_{epochs}.pth"
-        work_dir.mkdir(parents=True, exist_ok=True)
-        (work_dir / STARTED_FILE).touch()
-        _, runner = _runner(self.config, work_dir, load_from=str(checkpoint), resume=False)
+        training, run = RunPaths(Path(self.train_dir)), RunPaths(Path(self.work_dir))
+        checkpoint = training.final_checkpoint()
+        if checkpoint is None:
+            raise RuntimeError(f"the training in {training.root} has not finished: nothing to evaluate")
+        run.root.mkdir(parents=True, exist_ok=True)
+        run.started.touch()
+        _, runner = _runner(self.config, run, load_from=str(checkpoint), resume=False)
         metrics = runner.test()
         summary = {"metrics": {k: float(v) for k, v in metrics.items()}, "checkpoint": str(checkpoint),
                    "finished": time.time()}
         if _rank() == 0:
-            atomic_write(work_dir / DONE_FILE, json.dumps(summary, indent=1))
+            atomic_write(run.done, json.dumps(summary, indent=1))
         return summary
 
 
@@ -144,13 +145,15 @@ def provenance(cfg, job_id: str) -> dict[str, Any]:
     per_gpu = cfg.train_dataloader.batch_size
     paper_batch = cfg.auto_scale_lr.base_batch_size
     lr = cfg.optim_wrapper.optimizer.lr
-    commit = subprocess.run(["git", "-C", str(Path(__file__).parent), "describe", "--always", "--dirty"],
-                            capture_output=True, text=True)
+    # A compute node may have no git: the commit is then unknown, and the training goes on.
+    git = shutil.which("git")
+    commit = git and subprocess.run([git, "-C", str(Path(__file__).parent), "describe", "--always", "--dirty"],
+                                    capture_output=True, text=True).stdout.strip()
     cuda = torch.cuda.is_available()
     return {
         "versions": {n: ver(n) for n in ("sbrrepro", "torch", "mmcv", "mmdet", "mmengine", "numpy", "pycocotools",
                                          "submitit")},
-        "sbrrepro_commit": commit.stdout.strip() or None,
+        "sbrrepro_commit": commit or None,
         "job_id": job_id,
         "hosts": os.environ.get("SLURM_JOB_NODELIST") or os.uname().nodename,
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",

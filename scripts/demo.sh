@@ -5,6 +5,5 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
-sbrrepro run plans/table3.yaml --smoke --wait
+sbrrepro run plans/sbr-cnn/table3.yaml plans/sbr-cnn/fig3.yaml --smoke --wait
 sbrrepro collect
-sbrrepro plot-iou

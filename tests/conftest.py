@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TABLE3 = REPO / "plans" / "table3.yaml"
+TABLE3 = REPO / "plans" / "sbr-cnn" / "table3.yaml"
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

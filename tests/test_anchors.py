@@ -10,19 +10,13 @@ import numpy as np
 import pytest
 from steps import generated
 
-from sbrrepro.anchors import (
-    DEFAULT_THRESHOLDS,
-    featmap_sizes,
-    max_anchor_ious,
-    percent_without_anchor,
-    plot_anchors,
-)
 from sbrrepro.configs import full_scale
 from sbrrepro.dataset import SyntheticSpec, ensure_dataset
+from sbrrepro.figures.anchor_coverage import DEFAULT_THRESHOLDS, featmap_sizes, max_anchor_ious, percent_without_anchor
 
 SCALE = (1333, 800)
 # the anchors of Mask R-CNN's RPN, as the Fig. 1 plan generates them (paths only, no data read)
-MASK_RCNN_RPN_ANCHORS = generated("fig1", 1, full_scale(Path("coco")))["anchor_generator"]
+MASK_RCNN_RPN_ANCHORS = generated("sbr-cnn/fig1", 1, full_scale(Path("coco")))["anchor_generator"]
 
 
 def _write_coco(path: Path, images: list[tuple[int, int]], boxes: list[tuple[int, list[float], int]]) -> Path:
@@ -148,8 +142,17 @@ def test_synthetic_dataset_matches_brute_force(tmp_path: Path):
     assert percents == sorted(percents) and percents[-1] <= 100.0
 
 
-def test_plot_anchors_writes_a_png(tmp_path: Path):
-    out = tmp_path / "figs" / "fig1.png"
-    plot_anchors({"coco": ([0.5, 0.7, 0.9], [1.0, 30.0, 85.0]), "shapes": ([0.5, 0.9], [0.0, 99.0])}, out)
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert [p.name for p in out.parent.iterdir()] == ["fig1.png"]  # no temporary left behind
+def test_plot_anchors_draws_the_embedded_dataset(tmp_path: Path, cli):
+    """`plot-anchors` without COCO: the figure plan's anchors on the embedded dataset, the figure in
+    PNG and PDF and its numbers in JSON, nothing half-written left beside them."""
+    study = tmp_path / "study"
+    result = cli("plot-anchors", "--study", str(study), "--json", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ((label, curve),) = json.loads(result.stdout).items()
+    assert label.startswith("embedded (shapes-") and curve["boxes"] > 0
+    root = ensure_dataset(study / "data")
+    ious = max_anchor_ious(root / "annotations" / "instances_train.json", MASK_RCNN_RPN_ANCHORS, SCALE)
+    assert curve["percent_without_anchor"] == percent_without_anchor(ious, DEFAULT_THRESHOLDS)
+    figures = study / "figures"
+    assert (figures / "sbr-cnn-fig1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in figures.iterdir()) == ["sbr-cnn-fig1.json", "sbr-cnn-fig1.pdf", "sbr-cnn-fig1.png"]

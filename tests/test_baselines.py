@@ -24,7 +24,7 @@ def modules_of(model, cls) -> list:
 # ---- the baselines ---------------------------------------------------------------------------------
 def test_faster_rcnn_r50_fpn_1x(smoke):
     """GRoIE tables' baseline (Tables 8-10): MMDetection's model as shipped."""
-    cfg = generated("table8", 1, smoke)
+    cfg = generated("sbr-cnn/table8", 1, smoke)
     model = build(cfg)
     assert type(model).__name__ == "FasterRCNN"
     assert type(model.roi_head).__name__ == "StandardRoIHead"
@@ -39,7 +39,7 @@ def test_faster_rcnn_r50_fpn_1x(smoke):
 def test_htc_without_semantic(smoke, row):
     """HTC (Table 11 row 3), and HTC+GC-Net / HTC+DCN (rows 6 and 9), which MMDetection 3.3 does not
     ship: the HTC config with the backbone keys of the GC-Net / DCN Mask R-CNN configs."""
-    cfg = generated("table11", row, smoke)
+    cfg = generated("sbr-cnn/table11", row, smoke)
     model = build(cfg)
     assert type(model).__name__ == "HybridTaskCascade"
     assert type(model.roi_head).__name__ == "HybridTaskCascadeRoIHead"
@@ -48,7 +48,7 @@ def test_htc_without_semantic(smoke, row):
     losses = train_step(cfg, model)
     assert {f"s{i}.loss_mask" for i in range(3)} <= set(losses)
     predict(cfg, model)
-    # Trap (pitfall 3): 3.3's HTC predicts masks from the last stage only (its list append sits after
+    # MMDetection 3.3's HTC predicts masks from the last stage only (its list append sits after
     # the stage loop); HTC (and mmdet 2.x, and the authors' HTC) average the 3 stages' masks.
     with torch.no_grad():
         x = model.extract_feat(torch.randn(1, 3, smoke.images, smoke.images))
@@ -59,7 +59,7 @@ def test_htc_without_semantic(smoke, row):
 def test_condinst(smoke):
     """CondInst (Table 11 row 2). MMDetection ships only a multi-scale 90k-iteration config; its
     model gets the same epoch-based, single-scale recipe as the other rows."""
-    cfg = generated("table11", 2, smoke)
+    cfg = generated("sbr-cnn/table11", 2, smoke)
     assert cfg["train_cfg"]["type"] == "EpochBasedTrainLoop"
     assert cfg["train_dataloader"]["sampler"]["type"] == "DefaultSampler"
     assert "RandomChoiceResize" not in str(cfg["train_dataloader"]["dataset"]["pipeline"])
@@ -77,8 +77,8 @@ def test_gcnet_mask_rcnn(smoke, tmp_path):
     SyncBN at the paper's scale, BN at smoke scale."""
     from mmcv.cnn import ContextBlock
 
-    assert generated("table11", 5, full_scale(tmp_path))["model"]["backbone"]["norm_cfg"]["type"] == "SyncBN"
-    cfg = generated("table11", 5, smoke)
+    assert generated("sbr-cnn/table11", 5, full_scale(tmp_path))["model"]["backbone"]["norm_cfg"]["type"] == "SyncBN"
+    cfg = generated("sbr-cnn/table11", 5, smoke)
     model = build(cfg)
     assert type(model).__name__ == "MaskRCNN"
     assert type(model.roi_head).__name__ == "StandardRoIHead"
@@ -99,7 +99,7 @@ def test_syncbn_cannot_train_under_gloo(smoke, tmp_path):
     import torch.distributed as dist
 
     def backbone(norm: str):
-        cfg = generated("table11", 5, smoke)
+        cfg = generated("sbr-cnn/table11", 5, smoke)
         cfg["model"]["backbone"]["norm_cfg"] = dict(type=norm, requires_grad=True)
         net = build(cfg).backbone
         net.train()  # ResNet.train returns None
@@ -153,7 +153,7 @@ def test_dcn_mask_rcnn(smoke):
     """DCN (Table 11 row 8): Mask R-CNN with DeformConv2dPack ('DCN', v1) as conv2 of stages c3-c5."""
     from mmcv.ops import DeformConv2dPack
 
-    cfg = generated("table11", 8, smoke)
+    cfg = generated("sbr-cnn/table11", 8, smoke)
     # from scratch, ResNet zero-initialises each block's last BN (zero_init_residual), which keeps the
     # deformable conv2 from getting a gradient at the first step; with pretrained weights it does
     cfg["model"]["backbone"]["zero_init_residual"] = False

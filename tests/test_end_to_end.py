@@ -1,6 +1,6 @@
 """A tiny real training through the command line and the local executor (submitit, MMEngine,
 pycocotools), end to end: plan -> configs -> jobs -> results -> table and figure; then a second
-`run` submits nothing."""
+`run` submits nothing, nor does a `run` of a copy of the study in another folder."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import REPO, TABLE3
+from steps import copy_plan
 
+from sbrrepro.layout import RunPaths
 from sbrrepro.plan import load_plan
 from sbrrepro.results import load_histograms
 
@@ -22,21 +22,22 @@ pytest.importorskip("mmcv._ext")
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """Table 3 rows 1 (Mask R-CNN) and 3 (R^3-CNN, 2 loops), one epoch at smoke scale."""
+    """Table 3 rows 1 (Mask R-CNN) and 3 (R^3-CNN, 2 loops), one epoch at smoke scale, and a Fig. 3
+    plan of the same two models (at one epoch its Mask R-CNN 3x schedule is Table 3's): 2 trainings."""
     from conftest import run_cli
 
     tmp = tmp_path_factory.mktemp("e2e")
-    shutil.copytree(REPO / "tables", tmp / "tables")
-    shutil.copytree(REPO / "plans" / "recipes", tmp / "plans" / "recipes")
-    plan = yaml.safe_load(TABLE3.read_text())
-    plan["rows"] = [plan["rows"][0], plan["rows"][2]]
-    plan_path = tmp / "plans" / "t3.yaml"
-    plan_path.write_text(yaml.safe_dump(plan))
+    plan_path = copy_plan(tmp, "sbr-cnn/table3", rows=[1, 3])
+    figure = copy_plan(tmp, "sbr-cnn/fig3", **{"rows.1.options": {"loops": 2, "iou_thresholds": [0.5, 0.6]}})
     study = tmp / "study"
-    args = ("run", str(plan_path), "--smoke", "--epochs", "1", "--study", str(study))
+    args = ("run", str(plan_path), str(figure), "--smoke", "--epochs", "1", "--study", str(study))
     first = run_cli(*args, "--wait", timeout=900)
     second = run_cli(*args)
     return study, plan_path, first, second
+
+
+def _table3(rows: list[dict]) -> dict[int, dict]:
+    return {r["row"]: r for r in rows if r["plan"] == "sbr-cnn/table3"}
 
 
 def _json(result) -> list[dict]:
@@ -47,16 +48,33 @@ def _json(result) -> list[dict]:
 def test_run_trains_and_a_second_run_submits_nothing(study, cli):
     root, _, first, second = study
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
-    assert "submitted 2 job(s) (local) for 2 row(s)" in first.stdout
+    assert "submitted 2 job(s) (local) for 4 row(s)" in first.stdout
     assert "submitted 0 job(s)" in second.stdout, second.stdout + second.stderr
     states = _json(cli("status", "--study", str(root), "--json"))
-    assert [(s["row"], s["state"]) for s in states] == [(1, "done"), (3, "done")]
+    assert [(s["plan"], s["row"], s["state"]) for s in states] == [
+        ("sbr-cnn/fig3", 1, "done"), ("sbr-cnn/fig3", 2, "done"), ("sbr-cnn/table3", 1, "done"),
+        ("sbr-cnn/table3", 3, "done")]
     assert all(s["job_id"] and Path(s["config"]).exists() for s in states)
+
+
+def test_a_copy_of_a_finished_study_elsewhere_submits_nothing(study, cli, tmp_path):
+    """Keys name what is trained, not where: the copy's configs name its own data, its rows are done."""
+    root, plan_path, _, _ = study
+    copy = tmp_path / "moved"
+    shutil.copytree(root, copy)
+    figure = plan_path.parent / "fig3.yaml"
+    dry = _json(cli("run", str(plan_path), str(figure), "--smoke", "--epochs", "1", "--study", str(copy),
+                    "--dry-run", "--json"))
+    assert [r["would_submit"] for r in dry] == [False] * 4 and {r["state"] for r in dry} == {"done"}
+    assert all(str(copy) in Path(r["config"]).read_text() and str(root) not in Path(r["config"]).read_text()
+               for r in dry)
+    result = cli("run", str(plan_path), str(figure), "--smoke", "--epochs", "1", "--study", str(copy))
+    assert "submitted 0 job(s)" in result.stdout, result.stdout + result.stderr
 
 
 def test_collect_reads_the_metrics_the_runs_computed(study, cli):
     root, plan_path, _, _ = study
-    rows = {r["row"]: r for r in _json(cli("collect", "--study", str(root), "--json"))}
+    rows = _table3(_json(cli("collect", "--study", str(root), "--json")))
     published = load_plan(plan_path).published
     for number, row in rows.items():
         # Ours is CocoMetric's line in the run's own log, in the paper's percent with one decimal.
@@ -87,7 +105,7 @@ def test_speed_of_the_trained_models_reaches_the_table(study, cli):
     assert [m["row"] for m in measured] == [1, 3]
     assert all(m["trained"] and m["images"] == 2 and m["images_per_s"] > 0 and m["peak_memory_GB"] > 0
                for m in measured)
-    rows = {r["row"]: r for r in _json(cli("collect", "--study", str(root), "--json"))}
+    rows = _table3(_json(cli("collect", "--study", str(root), "--json")))
     for m in measured:
         metrics = rows[m["row"]]["metrics"]
         assert metrics["speed_fps"] == m["images_per_s"]
@@ -107,19 +125,23 @@ def test_each_row_measured_on_the_cpu_gets_its_own_peak_memory():
     assert peak_rss_GB(reset=True) < before - 0.2
 
 
-def test_iou_histograms_per_loop_and_the_figure(study, cli):
+def test_iou_histograms_per_loop_and_the_figure(study, cli, tmp_path):
+    """collect draws the study's figure plan (Fig. 3); plot-iou draws it again, or other rows."""
     root, _, _, _ = study
-    states = {s["row"]: s for s in _json(cli("status", "--study", str(root), "--json"))}
-    edges, mask = load_histograms(root / "runs" / states[1]["key"])
+    states = _table3(_json(cli("status", "--study", str(root), "--json")))
+    edges, mask = load_histograms(RunPaths(root / "runs" / states[1]["key"]))
     assert edges[0] == 0.5 and edges[-1] == 1.0 and len(edges) == 11
     assert list(mask) == ["rcnn"] and sum(mask["rcnn"]) > 0
-    _, r3 = load_histograms(root / "runs" / states[3]["key"])
+    _, r3 = load_histograms(RunPaths(root / "runs" / states[3]["key"]))
     assert sorted(r3) == ["loop1", "loop2"] and sum(r3["loop1"]) > 0
     assert sum(r3["loop2"][:2]) == 0, "loop 2 takes positives at IoU >= 0.6 only"
-    result = cli("plot-iou", "--study", str(root))
-    assert result.returncode == 0, result.stderr
+    collected = cli("collect", "--study", str(root))
+    assert f"figure: {root / 'figures' / 'sbr-cnn-fig3.png'}" in collected.stdout, collected.stdout
     for ext in ("png", "pdf"):
-        assert (root / "figures" / f"fig3-iou.{ext}").stat().st_size > 1000
+        assert (root / "figures" / f"sbr-cnn-fig3.{ext}").stat().st_size > 1000
+    result = cli("plot-iou", "--study", str(root), "--rows", "sbr-cnn/table3:3", "--out", str(tmp_path / "r3"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "r3.png").stat().st_size > 1000
 
 
 def test_a_generated_config_runs_with_mmdetections_own_train_script(study, cli, tmp_path):

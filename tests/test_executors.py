@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, settle
+from conftest import REPO, TABLE3, settle
 from submitit.slurm.slurm import _make_sbatch_string
 
 from sbrrepro.errors import UserError
@@ -162,7 +162,7 @@ def test_unsafe_or_wrong_profiles_are_refused(tmp_path, cli, text, field, proble
     profile.write_text(text)
     with pytest.raises(UserError, match=problem):
         load_profile(str(profile))
-    result = cli("run", str(REPO / "plans" / "table3.yaml"), "--smoke", "--dry-run", "--cluster", str(profile),
+    result = cli("run", str(TABLE3), "--smoke", "--dry-run", "--cluster", str(profile),
                  "--study", str(tmp_path / "s"))
     assert result.returncode == 2 and f"field '{field}'" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "s").exists()

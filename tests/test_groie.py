@@ -17,9 +17,10 @@ STRIDES = [4, 8, 16, 32]
 
 
 def _modules(name: str, channels: int) -> list[dict]:
-    from sbrrepro.models.groie import groie_module  # the package registers NonLocal2dK too
+    import sbrrepro.models  # noqa: F401  (registers NonLocal2dK)
+    from sbrrepro.zoo._parts import GROIE_MODULES
 
-    return groie_module(name, channels)
+    return GROIE_MODULES[name](channels)
 
 
 def extractor(pre=None, post=None, channels: int = 256, size: int = 7):
@@ -113,21 +114,19 @@ def test_single_plugins_load_mmdetection_groie_weights():
             torch.testing.assert_close(ours(feats, rois), theirs(feats, rois))
 
 
-def test_config_round_trip_and_unknown_names():
-    """Chains survive a config file (tuples become lists) and build by type name; bad names fail."""
+def test_config_round_trip_and_unknown_plugins():
+    """Chains survive the config file sbrrepro writes and build by type name; an empty chain is no
+    module; an unknown plugin type fails by name."""
     from mmdet.registry import MODELS
     from mmengine.config import Config
 
-    from sbrrepro.models.groie import groie_module
+    from sbrrepro.configs import config_text
 
     cfg = dict(type="GRoIE", roi_layer=dict(type="RoIAlign", output_size=7, sampling_ratio=2), out_channels=16,
-               featmap_strides=STRIDES, pre_cfg=groie_module("conv7x3-3x7", 16), post_cfg=groie_module("none", 16))
-    text = Config(dict(model=cfg)).pretty_text
-    m = MODELS.build(Config.fromstring(text, ".py").model)
+               featmap_strides=STRIDES, pre_cfg=_modules("conv7x3-3x7", 16), post_cfg=[])
+    m = MODELS.build(Config.fromstring(config_text(dict(model=cfg)), ".py").model)
     assert len(m.pre_module) == 2 and not m.with_post
     assert m(*fpn(channels=16)).shape == (3, 16, 7, 7)
-    with pytest.raises(ValueError, match="unknown GRoIE module"):
-        groie_module("conv9x9", 16)
     with pytest.raises(KeyError, match="not registered"):
         extractor(post=[dict(type="NoSuchPlugin", in_channels=16)], channels=16)
 
@@ -135,7 +134,7 @@ def test_config_round_trip_and_unknown_names():
 def test_faster_rcnn_with_groie_trains_on_cpu(smoke):
     """Table 10's model as generated: Faster R-CNN whose bbox extractor is GRoIE (pre conv 7x7, post
     non-local 7x7)."""
-    cfg = generated("table10", 2, smoke)
+    cfg = generated("sbr-cnn/table10", 2, smoke)
     model = build(cfg)
     assert type(model.roi_head).__name__ == "StandardRoIHead"
     groie = model.roi_head.bbox_roi_extractor

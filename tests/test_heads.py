@@ -1,8 +1,8 @@
 """SBR-CNN's FCC heads, the kxk non-local block and the Mask IoU branch of R^3-CNN.
 
 Full width (256 channels, 80 classes): trainable parameters against the analytic counts of the
-reference code (notes §7) and the layers of the paper's Table 1. Small width (64, the smoke scale):
-forward/backward, init, and an R3RoIHead training step and prediction on random FPN features.
+authors' heads, layer by layer, and the layers of the paper's Table 1. Small width (64, the smoke
+scale): forward/backward, init, and an R3RoIHead training step and prediction on random FPN features.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def test_nonlocal_builds_as_a_plugin_and_starts_as_identity():
 
 
 # ---- parameter counts at full width -------------------------------------------------------------
-BBOX_VARIANTS = {  # Fig. 4 (b)-(e) and the rectangular post_reduce options: analytic counts (notes §7)
+BBOX_VARIANTS = {  # Fig. 4 (b)-(e) and the rectangular post_reduce options: analytic counts
     "7x7": (dict(), 2_273_877),
     "7x7+NLb": (dict(nl_before=True), 8_697_045),
     "7x7+NLb+NLa": (dict(nl_before=True, nl_after=True), 9_098_613),

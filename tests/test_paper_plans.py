@@ -7,11 +7,13 @@ import json
 
 import pytest
 from conftest import REPO
+from steps import plan_files
 
 from sbrrepro.plan import load_plan
 from sbrrepro.zoo import MODELS
 
-PLANS = sorted((REPO / "plans").glob("*.yaml"))
+PLANS = plan_files()
+SBR_CNN_PLANS = REPO / "plans" / "sbr-cnn"
 SBR_CNN = [f"table{n}" for n in range(1, 12)] + ["fig1", "fig3"]
 
 
@@ -40,7 +42,7 @@ def test_all_plans_dry_run_together(cli, tmp_path):
 
 
 def _params(cli, plan: str) -> list[dict]:
-    result = cli("params", str(REPO / "plans" / plan), "--json")
+    result = cli("params", str(SBR_CNN_PLANS / plan), "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     return next(iter(json.loads(result.stdout).values()))
 
@@ -62,7 +64,7 @@ def test_counts_are_kept_by_model_and_options(tmp_path):
     """`collect` keeps counts in the study: a row counted once is read back, not built again."""
     from sbrrepro.params import Counts
 
-    rows = load_plan(REPO / "plans" / "table1.yaml").rows
+    rows = load_plan(SBR_CNN_PLANS / "table1.yaml").rows
     kept = tmp_path / "params.json"
     first = Counts(kept)(rows[0])
     ((key, written),) = json.loads(kept.read_text()).items()
@@ -73,12 +75,12 @@ def test_counts_are_kept_by_model_and_options(tmp_path):
 
 def test_counted_tables_keep_their_verdict_at_smoke_scale_and_figures_render_no_table(cli, tmp_path):
     """Table 1 is counted on the paper-scale model, so even a smoke study compares it with the paper;
-    Fig. 1 is a figure (`plot-anchors`), not a table."""
+    Fig. 1 is a figure, which collect draws (on the embedded dataset), not a table."""
     study = str(tmp_path / "s")
-    plans = [str(REPO / "plans" / p) for p in ("table1.yaml", "fig1.yaml")]
+    plans = [str(SBR_CNN_PLANS / p) for p in ("table1.yaml", "fig1.yaml")]
     assert cli("run", *plans, "--smoke", "--dry-run", "--study", study).returncode == 0
     text = cli("collect", "--study", study).stdout
-    assert "figures, no table: sbr-cnn/fig1" in text
+    assert f"figure: {tmp_path / 's' / 'figures' / 'sbr-cnn-fig1.png'}" in text
     rows = json.loads(cli("collect", "--study", study, "--json").stdout)
     assert [r["verdict"] for r in rows if r["plan"] == "sbr-cnn/table1"] == ["✓"] * 8
     assert sorted(p.name for p in (tmp_path / "s" / "report").iterdir()) == ["sbr-cnn-table1.md", "sbr-cnn-table1.tex"]

@@ -3,11 +3,9 @@ line naming the file and the field, no traceback, nothing written)."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
-import yaml
 from conftest import REPO, TABLE3
+from steps import DELETE, copy_plan
 
 from sbrrepro.errors import UserError
 from sbrrepro.plan import load_plan
@@ -30,43 +28,22 @@ def test_table3_plan_matches_the_paper():
     assert plan.published[4] == {"model": "R^3-CNN", "L_t": "3", "H": "1", "bbox_AP": "40.9", "segm_AP": "37.2"}
 
 
-def _mutate(plan: dict, path: str, value) -> dict:
-    *parents, last = path.split(".")
-    node = plan
-    for p in parents:
-        node = node[int(p)] if p.isdigit() else node[p]
-    if value is _DELETE:
-        del node[last]
-    else:
-        node[int(last) if last.isdigit() else last] = value
-    return plan
-
-
-_DELETE = object()
 MUTATIONS = [
     ("colour", "red", "'colour'", "unknown field"),
     ("recipe", {"epochs": "twelve"}, "'recipe.epochs'", "expected an integer"),
     ("recipe", {"optimizer": {"lr": -1}}, "'recipe.optimizer.lr'", "must be > 0"),
-    ("recipe_file", "recipes/none.yaml", "'recipe_file'", "cannot read"),
+    ("recipe_file", "none.yaml", "'recipe_file'", "cannot read"),
     ("rows.0.model", "yolo", "'rows[0].model'", "'yolo' is not one of"),
     ("rows.1.options", {"loops": 9}, "'rows[1].options.loops'", "between 1 and 5"),
     ("rows.1.options", {"heads": 2}, "'rows[1].options.heads'", "unknown field"),
     ("rows.2.options", {"loops": 2, "iou_thresholds": [0.5]}, "'rows[2].options'", "one per training loop"),
-    ("published", "../tables/sbr-cnn/none.csv", "'published'", "cannot read"),
+    ("published", "../../tables/sbr-cnn/none.csv", "'published'", "cannot read"),
     ("metrics", ["bbox_AP", "box_ap"], "'metrics'", "unknown metric 'box_ap'"),
     ("rows.3.row", 9, "'rows[3].row'", "no line in"),
-    ("title", _DELETE, "'title'", "missing"),
+    ("title", DELETE, "'title'", "missing"),
     ("table", "../../etc/x", "'table'", "letters, digits"),
+    ("figure", "pie", "'figure'", "'pie' is not one of"),
 ]
-
-
-def _bad_plan(tmp_path, text: str):
-    (tmp_path / "plans").mkdir()
-    shutil.copytree(REPO / "tables", tmp_path / "tables")
-    shutil.copytree(REPO / "plans" / "recipes", tmp_path / "plans" / "recipes")
-    path = tmp_path / "plans" / "bad.yaml"
-    path.write_text(text)
-    return path
 
 
 def _assert_clean_failure(result, path, *needles: str) -> None:
@@ -81,8 +58,7 @@ def _assert_clean_failure(result, path, *needles: str) -> None:
 
 @pytest.mark.parametrize(("field", "value", "named", "problem"), MUTATIONS)
 def test_malformed_plan_fails_cleanly(tmp_path, cli, field, value, named, problem):
-    plan = _mutate(yaml.safe_load(TABLE3.read_text()), field, value)
-    path = _bad_plan(tmp_path, yaml.safe_dump(plan))
+    path = copy_plan(tmp_path, "sbr-cnn/table3", name="bad", **{field: value})
     study = tmp_path / "study"
     result = cli("run", str(path), "--smoke", "--dry-run", "--study", str(study))
     _assert_clean_failure(result, path, named, problem)
@@ -90,17 +66,52 @@ def test_malformed_plan_fails_cleanly(tmp_path, cli, field, value, named, proble
 
 
 def test_bad_yaml_and_missing_file(tmp_path, cli):
-    path = _bad_plan(tmp_path, "paper: sbr-cnn\nrows: [\n")
+    path = copy_plan(tmp_path, "sbr-cnn/table3", name="bad", text="paper: sbr-cnn\nrows: [\n")
     _assert_clean_failure(cli("run", str(path), "--dry-run", "--study", str(tmp_path / "s")), path,
                           "not valid YAML", "line")
-    missing = tmp_path / "plans" / "nope.yaml"
+    missing = tmp_path / "plans" / "nope.yaml"  # in no paper's folder either
     _assert_clean_failure(cli("run", str(missing), "--dry-run", "--study", str(tmp_path / "s")), missing,
                           "cannot read the plan")
     assert not (tmp_path / "s").exists()
 
 
+def test_an_old_flat_plan_path_names_the_plan_in_its_paper_folder(cli, tmp_path):
+    """Plans were plans/<name>.yaml; they are plans/<paper>/<name>.yaml now."""
+    result = cli("run", "plans/table3.yaml", "--smoke", "--dry-run", "--study", str(tmp_path / "s"))
+    _assert_clean_failure(result, "plans/table3.yaml",
+                          "plans/table3.yaml: plans are per paper now: use plans/sbr-cnn/table3.yaml")
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(UserError, match="plans are per paper now: use ") as e:
+        load_plan(REPO / "plans" / "fig1.yaml")
+    assert e.value.message.endswith(str(REPO / "plans" / "sbr-cnn" / "fig1.yaml"))
+
+
+def test_a_bad_layer_index_of_table1_fails_cleanly(tmp_path, cli):
+    path = copy_plan(tmp_path, "sbr-cnn/table1", name="bad", **{"rows.3.options": {"head": "7x3-3x7", "layer": 4}})
+    _assert_clean_failure(cli("params", str(path)), path, "'rows[3].options'", "has 4 shared layers (0-3)")
+
+
+def test_a_row_level_split_is_the_rows_own(tmp_path, cli):
+    """A row's own recipe splits reach its config, and `run` checks them, row by row."""
+    from sbrrepro.configs import build_config, full_scale
+
+    path = copy_plan(tmp_path, "sbr-cnn/table3", rows=[1, 2], **{"rows.1.recipe": {"eval_split": "minival2014"}})
+    first, second = load_plan(path).rows
+    coco = tmp_path / "coco"
+    assert build_config(first, full_scale(coco))["val_evaluator"]["ann_file"].endswith("instances_val2017.json")
+    assert build_config(second, full_scale(coco))["test_dataloader"]["dataset"]["ann_file"] == \
+        "annotations/instances_minival2014.json"
+    for split in ("train2017", "val2017"):  # what row 1 needs, and row 2's training split
+        (coco / "annotations").mkdir(parents=True, exist_ok=True)
+        (coco / "annotations" / f"instances_{split}.json").write_text("{}")
+    study = tmp_path / "study"
+    result = cli("run", str(path), "--data-root", str(coco), "--study", str(study))
+    _assert_clean_failure(result, path, "'rows[1].recipe'", "instances_minival2014.json is missing")
+    assert not study.exists()
+
+
 def test_second_bad_plan_stops_the_first_from_writing(tmp_path, cli):
-    bad = _bad_plan(tmp_path, "paper: nature\n")
+    bad = copy_plan(tmp_path, "sbr-cnn/table3", name="bad", text="paper: nature\n")
     result = cli("run", str(TABLE3), str(bad), "--smoke", "--dry-run", "--study", str(tmp_path / "s"))
     _assert_clean_failure(result, bad, "'paper'", "'nature' is not one of")
     assert not (tmp_path / "s").exists()

@@ -15,9 +15,10 @@ from sbrrepro import jobs
 from sbrrepro.configs import smoke_scale, write_configs
 from sbrrepro.dataset import SyntheticSpec, ensure_dataset
 from sbrrepro.executors import FINISHED, LocalExecutor, SlurmExecutor, load_profile
+from sbrrepro.layout import RunPaths, StudyPaths
 from sbrrepro.plan import load_plan
 from sbrrepro.study import SCHEMA_VERSION, Study
-from sbrrepro.training import DONE_FILE, TrainingJob
+from sbrrepro.training import TrainingJob
 
 pytest.importorskip("mmcv._ext")
 
@@ -30,25 +31,25 @@ def tiny_configs(tmp_path_factory):
     plan = load_plan(TABLE3)
     plan = dataclasses.replace(plan, rows=[plan.rows[0], plan.rows[2]])
     return lambda epochs: write_configs(plan, dataclasses.replace(smoke_scale(data), epochs=epochs, warmup_iters=2),
-                                       tmp / f"configs-{epochs}")
+                                       StudyPaths(tmp / f"study-{epochs}"))
 
 
 def test_a_preempted_training_resumes_from_its_checkpoint(executor, tiny_configs, tmp_path):
     config = tiny_configs(4)[1]
-    run_dir, folder = tmp_path / "run", tmp_path / "submitit"
-    job_id = executor.submit(TrainingJob(str(config.path), str(run_dir)), folder, "preempted")
+    run, folder = RunPaths(tmp_path / "run"), tmp_path / "submitit"
+    job_id = executor.submit(TrainingJob(str(config.path), str(run.root)), folder, "preempted")
     deadline = time.time() + 300
-    while not (run_dir / "epoch_1.pth").exists() and time.time() < deadline:
+    while not run.checkpoint(1).exists() and time.time() < deadline:
         time.sleep(0.2)
-    assert not (run_dir / DONE_FILE).exists(), "too late to preempt"
+    assert not run.done.exists(), "too late to preempt"
     interrupt(executor, job_id)
     assert settle(executor, job_id, folder, timeout=600) == FINISHED
-    starts = sorted(run_dir.glob("*/*.log"))
+    starts = sorted(run.root.glob("*/*.log"))
     assert len(starts) == 2, "the requeued job starts once more"
     assert "Auto resumed from the latest checkpoint" in starts[1].read_text()
-    done = json.loads((run_dir / DONE_FILE).read_text())
+    done = json.loads(run.done.read_text())
     assert done["epochs"] == 4 and "coco/bbox_mAP" in done["metrics"]
-    epochs = sorted(p.name for p in run_dir.glob("epoch_*.pth"))
+    epochs = sorted(p.name for p in run.root.glob("epoch_*.pth"))
     assert epochs[-1] == "epoch_4.pth"
 
 
@@ -57,12 +58,12 @@ def test_a_submission_left_unrecorded_by_a_killed_run_is_adopted(tiny_configs, t
     rows = tiny_configs(1)
     # `run` submitted the first training, then was killed before it could record the job id.
     key = rows[0].key
-    orphan = LocalExecutor().submit(TrainingJob("/nonexistent.py", str(study.run_dir(key))),
-                                    study.run_dir(key) / "submitit", "orphan")
+    orphan = LocalExecutor().submit(TrainingJob("/nonexistent.py", str(study.paths.run(key).root)),
+                                    study.paths.run(key).submitit, "orphan")
     assert jobs.submit(study, rows[:1], LocalExecutor()) == []
     assert study.submissions()[key].job_id == orphan
     # that job fails (its config does not exist): status says so, with the end of its log
-    assert settle(LocalExecutor(), orphan, study.run_dir(key) / "submitit") == "failed"
+    assert settle(LocalExecutor(), orphan, study.paths.run(key).submitit) == "failed"
     (state,) = jobs.states(study, rows[:1])
     assert state.state == "failed" and "/nonexistent.py" in state.log_tail
 
@@ -115,7 +116,7 @@ def test_cancel_stops_a_running_training(tiny_configs, tmp_path, cli):
     result = cli("cancel", "--study", str(study.root))
     assert result.returncode == 0 and f"cancelled 1 job(s)\n  {rows[0].key}" in result.stdout
     sub = study.submissions()[rows[0].key]
-    assert settle(LocalExecutor(), sub.job_id, study.run_dir(rows[0].key) / "submitit") == "failed"
+    assert settle(LocalExecutor(), sub.job_id, study.paths.run(rows[0].key).submitit) == "failed"
     assert [s.state for s in jobs.states(study, rows)] == ["failed"]
     assert "cancelled 0 job(s)" in cli("cancel", "--study", str(study.root)).stdout
 
@@ -138,7 +139,7 @@ def test_a_state_store_of_another_version_is_refused_before_any_write(tmp_path, 
     con.close()
     result = cli("run", str(TABLE3), "--smoke", "--dry-run", "--study", str(study.root))
     assert result.returncode == 2 and "state schema 99" in result.stderr and "Traceback" not in result.stderr
-    assert not (study.root / "configs").exists()
+    assert not study.paths.configs.exists()
 
 
 def test_a_state_store_of_schema_1_is_migrated_and_keeps_its_jobs(tmp_path, cli):
@@ -146,13 +147,26 @@ def test_a_state_store_of_schema_1_is_migrated_and_keeps_its_jobs(tmp_path, cli)
     import sqlite3
 
     study = Study.open(tmp_path / "study", "smoke", create=True)
-    study.record("slurm", [("r3_cnn-abc", "configs/r3.py", "41", study.run_dir("r3_cnn-abc") / "submitit")])
+    study.record("slurm", [("r3_cnn-abc", "configs/r3.py", "41", study.paths.run("r3_cnn-abc").submitit)])
     con = sqlite3.connect(study.root / "state.sqlite")  # back to schema 1: no folder column
     con.executescript("ALTER TABLE runs DROP COLUMN folder; PRAGMA user_version = 1")
     con.close()
     (sub,) = Study.open(study.root).submissions().values()
-    assert (sub.key, sub.job_id, sub.folder) == ("r3_cnn-abc", "41", study.run_dir("r3_cnn-abc") / "submitit")
+    assert (sub.key, sub.job_id, sub.folder) == ("r3_cnn-abc", "41", study.paths.run("r3_cnn-abc").submitit)
     con = sqlite3.connect(study.root / "state.sqlite")
     assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     con.close()
     assert cli("run", str(TABLE3), "--smoke", "--dry-run", "--study", str(study.root)).returncode == 0
+
+
+def test_a_node_without_git_still_trains(tiny_configs, monkeypatch, tmp_path):
+    """The run's provenance names sbrrepro's commit where git is there; a compute node without git
+    gets no commit, not a failed training."""
+    from mmengine.config import Config
+
+    from sbrrepro.training import provenance
+
+    cfg = Config.fromfile(str(tiny_configs(1)[0].path))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git on it
+    prov = provenance(cfg, "1")
+    assert prov["sbrrepro_commit"] is None and prov["versions"]["mmdet"] == "3.3.0"

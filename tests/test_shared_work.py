@@ -4,17 +4,16 @@ only at test time (SBR-CNN Table 4's evaluation loops) are evaluation-only jobs 
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
-import yaml
-from conftest import REPO, run_cli
+from conftest import REPO, TABLE3, run_cli
+from steps import copy_plan
 
-TABLE4 = REPO / "plans" / "table4.yaml"
+TABLE4 = REPO / "plans" / "sbr-cnn" / "table4.yaml"
 
 
 def test_tables_3_and_4_share_their_trainings(tmp_path, cli):
-    result = cli("run", str(REPO / "plans" / "table3.yaml"), str(TABLE4), "--smoke", "--dry-run", "--json",
+    result = cli("run", str(TABLE3), str(TABLE4), "--smoke", "--dry-run", "--json",
                  "--study", str(tmp_path / "s"))
     assert result.returncode == 0, result.stderr
     rows = {(r["plan"], r["row"]): r for r in json.loads(result.stdout)}
@@ -25,20 +24,16 @@ def test_tables_3_and_4_share_their_trainings(tmp_path, cli):
     for n in (2, 3, 5, 6):
         assert rows[(t4, n)]["eval_only"] and rows[(t4, n)]["train_key"] == trained
     assert len({r["key"] for r in rows.values()}) == 9  # 5 trainings + 4 evaluations for 11 rows
-    text = cli("run", str(REPO / "plans" / "table3.yaml"), str(TABLE4), "--smoke", "--dry-run",
+    text = cli("run", str(TABLE3), str(TABLE4), "--smoke", "--dry-run",
                "--study", str(tmp_path / "s")).stdout
     assert "11 row(s), 5 unique training(s), 4 evaluation-only job(s); would submit 9 job(s)" in text
 
 
 def test_an_evaluation_only_row_evaluates_the_shared_checkpoint(tmp_path):
     pytest.importorskip("mmcv._ext")
-    shutil.copytree(REPO / "tables", tmp_path / "tables")
-    shutil.copytree(REPO / "plans" / "recipes", tmp_path / "plans" / "recipes")
-    plan = yaml.safe_load(TABLE4.read_text())
-    plan["rows"] = [plan["rows"][3], plan["rows"][5]]  # L_e = 3 (trains) and L_e = 5 (evaluates)
-    (tmp_path / "plans" / "t4.yaml").write_text(yaml.safe_dump(plan))
+    plan = copy_plan(tmp_path, "sbr-cnn/table4", rows=[4, 6])  # L_e = 3 (trains) and L_e = 5 (evaluates)
     study = tmp_path / "study"
-    args = ("run", str(tmp_path / "plans" / "t4.yaml"), "--smoke", "--epochs", "1", "--study", str(study))
+    args = ("run", str(plan), "--smoke", "--epochs", "1", "--study", str(study))
     first = run_cli(*args, "--wait", timeout=900)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
     assert "submitted 2 job(s)" in first.stdout
@@ -58,13 +53,14 @@ def test_sharing_saves_what_the_shared_trainings_would_cost_again(tmp_path):
     five times in Table 4) are trained once each."""
     from sbrrepro.configs import full_scale, write_configs
     from sbrrepro.costs import paper_estimate, summarize
+    from sbrrepro.layout import StudyPaths
     from sbrrepro.plan import load_plan
 
-    rows = []
-    for name in ("table3", "table4"):
-        plan = load_plan(REPO / "plans" / f"{name}.yaml")
-        rows += zip(plan.rows, write_configs(plan, full_scale(tmp_path / "coco"), tmp_path / "configs"))
-    s = summarize(rows, tmp_path, "full")
+    rows, paths = [], StudyPaths(tmp_path)
+    for path in (TABLE3, TABLE4):
+        plan = load_plan(path)
+        rows += zip(plan.rows, write_configs(plan, full_scale(tmp_path / "coco"), paths))
+    s = summarize(rows, paths, "full")
     assert (s.rows, s.trainings, s.evaluations) == (11, 5, 4)
     mask, r3_three_loops = paper_estimate(rows[0][0]), paper_estimate(rows[3][0])
     assert s.hours_one_per_row - s.hours == pytest.approx(mask + 5 * r3_three_loops)

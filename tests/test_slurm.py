@@ -7,39 +7,27 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import shutil
 import subprocess
 import sys
 import time
 from datetime import datetime
-from pathlib import Path
 
 import pytest
-import yaml
 from conftest import HELD, REPO, TABLE3, run_cli, settle, slurm_profile, slurm_up
+from steps import copy_plan
 from submitit.core.utils import JobPaths, pickle_load
 
 from sbrrepro import jobs
 from sbrrepro.configs import smoke_scale, write_configs
 from sbrrepro.dataset import SyntheticSpec, ensure_dataset
 from sbrrepro.executors import FAILED, FINISHED, SlurmExecutor, load_profile
+from sbrrepro.layout import RunPaths, StudyPaths
 from sbrrepro.plan import load_plan
 from sbrrepro.results import final_metrics, load_histograms
 from sbrrepro.study import Study
-from sbrrepro.training import DONE_FILE, TrainingJob
+from sbrrepro.training import TrainingJob
 
 pytestmark = pytest.mark.skipif(not slurm_up(), reason="no SLURM cluster answers here")
-
-
-def _plan(tmp_path: Path, plan_file: str, rows: list[int]) -> Path:
-    """A plan of some rows of `plan_file`, beside copies of the plans and tables it refers to."""
-    shutil.copytree(REPO / "tables", tmp_path / "tables")
-    shutil.copytree(REPO / "plans", tmp_path / "plans")
-    plan = yaml.safe_load((REPO / "plans" / plan_file).read_text())
-    plan["rows"] = [plan["rows"][i] for i in rows]
-    path = tmp_path / "plans" / f"part-{plan_file}"
-    path.write_text(yaml.safe_dump(plan))
-    return path
 
 
 def _sacct(job_id: str, fields: str) -> list[str]:
@@ -53,27 +41,27 @@ def test_two_node_cpu_training_ends_with_metrics(tmp_path):
     scale = dataclasses.replace(smoke_scale(data), epochs=1, warmup_iters=2)
     plan = load_plan(TABLE3)
     plan = dataclasses.replace(plan, rows=[plan.rows[2]])  # R^3-CNN, 2 loops
-    (config,) = write_configs(plan, scale, tmp_path / "configs")
+    (config,) = write_configs(plan, scale, StudyPaths(tmp_path / "study"))
     profile = tmp_path / "two-nodes.yaml"
     profile.write_text("executor: slurm\nnodes: 2\ntasks_per_node: 1\ncpus_per_task: 1\npartition: debug\n"
                        "time_min: 20\nsbatch: {mem: 1500}\n")
     executor = SlurmExecutor(load_profile(str(profile)))
-    run_dir, folder = tmp_path / "run", tmp_path / "submitit"
-    job_id = executor.submit(TrainingJob(str(config.path), str(run_dir)), folder, "two-nodes")
+    run, folder = RunPaths(tmp_path / "run"), tmp_path / "submitit"
+    job_id = executor.submit(TrainingJob(str(config.path), str(run.root)), folder, "two-nodes")
 
     state = settle(executor, job_id, folder, timeout=600)
     logs = {p.name: p.read_text()[-2000:] for p in folder.glob("*_log.*")}
     assert state == FINISHED, logs
     # one task per node, both in one process group
     assert {p.name for p in folder.glob(f"{job_id}_*_log.out")} == {f"{job_id}_0_log.out", f"{job_id}_1_log.out"}
-    text = next(run_dir.glob("*/*.log")).read_text()
+    text = next(run.root.glob("*/*.log")).read_text()
     assert "Distributed training: True" in text and "GPU number: 2" in text
-    done = json.loads((run_dir / DONE_FILE).read_text())
-    assert done["metrics"] == final_metrics(run_dir, 1) and "coco/segm_mAP" in done["metrics"]
-    prov = json.loads((run_dir / "provenance.json").read_text())
+    done = json.loads(run.done.read_text())
+    assert done["metrics"] == final_metrics(run, 1) and "coco/segm_mAP" in done["metrics"]
+    prov = json.loads(run.provenance.read_text())
     assert prov["processes"] == 2 and prov["batch"] == 2 * prov["images_per_process"]
     assert prov["lr_scaled"] and prov["lr_effective"] == 2 * prov["lr_config"]  # flagged: the paper's batch differs
-    _, series = load_histograms(run_dir)
+    _, series = load_histograms(run)
     assert sorted(series) == ["loop1", "loop2"] and sum(series["loop1"]) > 0
 
 
@@ -104,7 +92,7 @@ def test_states_without_accounting_come_from_squeue_and_the_job_folder(tmp_path,
 def test_a_plan_on_slurm_trains_once_and_evaluates_after_its_training(tmp_path):
     """Through the command line: Table 4's L_e = 3 row trains, its L_e = 5 row is an evaluation
     job held by a SLURM dependency (afterok) on that training."""
-    plan = _plan(tmp_path, "table4.yaml", [0, 3, 5])
+    plan = copy_plan(tmp_path, "sbr-cnn/table4", rows=[1, 4, 6])
     study = tmp_path / "study"
     result = run_cli("run", str(plan), "--smoke", "--epochs", "1", "--study", str(study),
                      "--cluster", str(REPO / "slurm" / "local-test.yaml"), "--wait", timeout=900)
@@ -123,7 +111,8 @@ def test_a_plan_on_slurm_trains_once_and_evaluates_after_its_training(tmp_path):
 def test_a_killed_and_restarted_run_submits_each_job_once(tmp_path):
     """Its two trainings go out as one array (slurm/local-test.yaml): each task is submitted once."""
     study = tmp_path / "study"
-    args = ("run", str(_plan(tmp_path, "table3.yaml", [0, 2])), "--smoke", "--epochs", "1", "--study", str(study),
+    plan = copy_plan(tmp_path, "sbr-cnn/table3", rows=[1, 3])
+    args = ("run", str(plan), "--smoke", "--epochs", "1", "--study", str(study),
             "--cluster", str(REPO / "slurm" / "local-test.yaml"))
     for delay in (0.5, 1.5, 2.5):  # killed before, while and after submitting
         proc = subprocess.Popen([sys.executable, "-m", "sbrrepro", *args], cwd=REPO)
@@ -162,7 +151,7 @@ def test_trainings_split_into_arrays_of_the_maximum_size_and_a_task_is_cancelled
     plan = load_plan(TABLE3)
     plan = dataclasses.replace(plan, rows=plan.rows[:3])
     study = Study.open(tmp_path / "study", "smoke", create=True)
-    rows = write_configs(plan, smoke_scale(tmp_path / "data"), study.configs)
+    rows = write_configs(plan, smoke_scale(tmp_path / "data"), study.paths)
     study.register(TABLE3, rows)
     keys = [r.key for r in rows]
     try:
@@ -170,7 +159,7 @@ def test_trainings_split_into_arrays_of_the_maximum_size_and_a_task_is_cancelled
         subs = study.submissions()
         array = subs[keys[0]].job_id.split("_")[0]
         assert [subs[k].job_id for k in keys[:2]] == [f"{array}_0", f"{array}_1"]
-        assert "_" not in subs[keys[2]].job_id and subs[keys[2]].folder == study.run_dir(keys[2]) / "submitit"
+        assert "_" not in subs[keys[2]].job_id and subs[keys[2]].folder == study.paths.run(keys[2]).submitit
         folder = subs[keys[0]].folder
         assert folder.parent == study.arrays and subs[keys[1]].folder == folder
         assert "#SBATCH --array=0-1%1" in (folder / f"{array}_submission.sh").read_text().splitlines()
@@ -181,7 +170,7 @@ def test_trainings_split_into_arrays_of_the_maximum_size_and_a_task_is_cancelled
         assert [s.state for s in jobs.states(study, rows)] == ["pending", "failed", "pending"]
         assert jobs.submit(study, rows, executor, retry_failed=True) == [keys[1]]
         retried = study.submissions()[keys[1]]
-        assert "_" not in retried.job_id and retried.folder == study.run_dir(keys[1]) / "submitit"
+        assert "_" not in retried.job_id and retried.folder == study.paths.run(keys[1]).submitit
         assert [s.state for s in jobs.states(study, rows)] == ["pending"] * 3
         assert {k: len(t) for k, t in jobs.traces(study, keys).items()} == {keys[0]: 1, keys[1]: 2, keys[2]: 1}
     finally:

@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import REPO
-from steps import build, predict, train_step
+from steps import build, plan_files, predict, train_step
 
 from sbrrepro.configs import build_config
 from sbrrepro.plan import load_plan
@@ -19,7 +18,7 @@ pytest.importorskip("mmcv._ext")
 
 def _variants() -> dict[str, object]:
     out = {}
-    for path in sorted((REPO / "plans").glob("*.yaml")):
+    for path in plan_files():
         plan = load_plan(path)
         for row in plan.rows:
             if MODELS[row.model].trains:

@@ -2,7 +2,7 @@
 head become two conv blocks (L2C) on the 7x7 RoI map, halving the channels each time (in -> in/2 ->
 in/4), optionally with a kxk non-local block before the first / after the last block (Fig. 4).
 
-Init (pitfall 6): the L2C layers sit in an mmengine Sequential, so after the head's own init_cfg
+Init: the L2C layers sit in an mmengine Sequential, so after the head's own init_cfg
 (which only targets the predictors) each layer re-runs its own init: ConvModule's Kaiming, as in
 the authors' code, and NonLocal2dK's zero output projection (the block starts as the identity).
 """
@@ -19,9 +19,8 @@ from mmengine.model import Sequential
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
+from ..vocabulary import L2C
 from .non_local import NonLocal2dK
-
-L2C_CONVS = ("7x7", "7x3-3x7")
 
 
 def l2c_layers(in_channels: int, convs: str = "7x7", post_reduce: bool = True, nl_before: bool = False,
@@ -34,8 +33,8 @@ def l2c_layers(in_channels: int, convs: str = "7x7", post_reduce: bool = True, n
     The paddings are those of the authors' configs; the paper's text swaps them (7x3 pad 3, 3x7 pad 1,
     via a hx(w+4) map), which changes no parameter count.
     """
-    if convs not in L2C_CONVS:
-        raise ValueError(f"convs must be one of {L2C_CONVS}, got {convs!r}")
+    if convs not in L2C:
+        raise ValueError(f"convs must be one of {L2C}, got {convs!r}")
     layers: list[nn.Module] = []
     if nl_before:
         layers += [NonLocal2dK(in_channels, kernel_size=nl_kernel), nn.ReLU()]

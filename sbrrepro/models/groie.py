@@ -5,7 +5,6 @@ sum goes through the post-processing module.
 MMDetection's `GenericRoIExtractor` does this with at most one plugin before and one after. The
 SBR-CNN ablations (Tables 8-9) also chain two convolutions (7x3 -> 3x7), so here `pre_cfg` and
 `post_cfg` may each be None, one plugin config, or a list of plugin configs applied in order.
-`groie_module` names the modules of the paper's tables, for config generation.
 """
 
 from __future__ import annotations
@@ -77,37 +76,3 @@ class GRoIE(GenericRoIExtractor):
             self.pre_module = pre
         if post is not None:
             self.post_module = post
-
-
-def _conv(channels: int, kernel: int | tuple[int, int], padding: int | tuple[int, int]) -> dict:
-    # inplace=False as in the authors' and MMDetection's GRoIE configs (no effect on the result)
-    return dict(type="ConvModule", in_channels=channels, out_channels=channels, kernel_size=kernel,
-                padding=padding, inplace=False)
-
-
-def groie_module(name: str, channels: int) -> list[dict]:
-    """Plugin configs of a named GRoIE pre/post module at `channels` channels.
-
-    'conv3x3', 'conv5x5', 'conv7x7': one ConvModule (+ReLU) keeping the map size.
-    'conv7x3-3x7': a 7x3 then a 3x7 ConvModule, padded (3,1) and (1,3) so the map keeps its size.
-    'nonlocal1x1': the original embedded-Gaussian non-local block (mmcv NonLocal2d, 1x1 kernels).
-    'nonlocal7x7': SBR-CNN's non-local block with 7x7 kernels (NonLocal2dK).
-    'attention': the ICPR GRoIE post module, GeneralizedAttention '0100' (query content x relative
-        position), 6 heads, key/value stride 2, global range.
-    'none': no module (an empty list).
-    """
-    c = channels
-    modules: dict[str, list[dict]] = {
-        "none": [],
-        "conv3x3": [_conv(c, 3, 1)],
-        "conv5x5": [_conv(c, 5, 2)],
-        "conv7x7": [_conv(c, 7, 3)],
-        "conv7x3-3x7": [_conv(c, (7, 3), (3, 1)), _conv(c, (3, 7), (1, 3))],
-        "nonlocal1x1": [dict(type="NonLocal2d", in_channels=c, reduction=2, use_scale=True)],
-        "nonlocal7x7": [dict(type="NonLocal2dK", in_channels=c, reduction=2, use_scale=True, kernel_size=7)],
-        "attention": [dict(type="GeneralizedAttention", in_channels=c, spatial_range=-1, num_heads=6,
-                           attention_type="0100", kv_stride=2)],
-    }
-    if name not in modules:
-        raise ValueError(f"unknown GRoIE module {name!r}; known: {', '.join(modules)}")
-    return modules[name]

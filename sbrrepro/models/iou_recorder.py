@@ -20,7 +20,7 @@ from mmengine import dist
 from mmengine.hooks import Hook
 
 from ..files import atomic_write
-from ..results import HISTOGRAM_FILE
+from ..layout import RunPaths
 
 BIN_EDGES = np.round(np.arange(0.5, 1.0001, 0.05), 2)
 
@@ -73,7 +73,7 @@ class IoUHistogramHook(Hook):
         dist.all_reduce(counts)
         if not dist.is_main_process():
             return
-        path = Path(runner.work_dir) / HISTOGRAM_FILE
+        path = RunPaths(Path(runner.work_dir)).histograms
         data = json.loads(path.read_text()) if path.exists() else {"bin_edges": BIN_EDGES.tolist(), "epochs": {}}
         data["epochs"][str(runner.epoch + 1)] = {s: c.tolist() for s, c in zip(series, counts)}
         atomic_write(path, json.dumps(data, indent=1))

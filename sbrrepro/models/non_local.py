@@ -1,6 +1,6 @@
 """SBR-CNN's non-local block: the embedded-Gaussian non-local block of Wang et al. whose g, theta,
 phi and output convolutions have kxk kernels (the authors' mmcv patch; mmcv 2.1's NonLocal2d is
-fixed at 1x1 and rejects a kernel size, pitfall 5 of the port).
+fixed at 1x1 and rejects a kernel size).
 
 Registered in MMDetection's MODELS, so `mmcv.cnn.build_plugin_layer(dict(type='NonLocal2dK', ...))`
 finds it under the mmdet default scope (as a Runner sets it), e.g. as GRoIE's post-processing module.

@@ -10,10 +10,11 @@ L_e loops and the sigmoid masks of the L_e mask loops are averaged.
 Optional Mask IoU head (SBR-CNN): trained on the last training loop only, on the mask of that loop's
 head (its loss `loss_mask_iou` is not weighted by alpha_t). At inference it scores the last mask loop's
 prediction for each detected label; `mask_scores = IoU[label] * score` is the segm score, while
-`scores` stays the class score used for bbox AP (pitfall 4; CocoMetric reads `mask_scores` for segm).
+`scores` stays the class score used for bbox AP (CocoMetric reads `mask_scores` for segm only, so
+rescoring `scores` would change the bbox AP too).
 
 Indices: `loop` indexes train_cfg, assigners, samplers and loss weights; `head` = head_of_loop[loop]
-indexes the heads and RoI extractors (pitfall 2 of the port).
+indexes the heads and RoI extractors (with H < L_t the two differ: mixing them trains the wrong head).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class R3RoIHead(CascadeRoIHead):
     def with_mask_iou(self) -> bool:
         return self.mask_iou_head is not None
 
-    # ---- construction: H heads and extractors, not one per loop (pitfall 1) ----------------------
+    # ---- construction: H heads and extractors, not one per loop (loops share their pair's weights) -
     def _build_pairs(self, extractor_cfg, head_cfg) -> tuple[ModuleList, ModuleList]:
         heads = _as_list(head_cfg, self.num_heads)
         extractors = _as_list(extractor_cfg, self.num_heads)

@@ -1,4 +1,4 @@
-"""SBR-CNN Fig. 1: how often a ground-truth box has no RPN anchor above an IoU threshold.
+"""How often a ground-truth box has no RPN anchor above an IoU threshold (SBR-CNN Fig. 1).
 
 For every ground-truth box the RPN is trained on, the highest IoU it reaches with any anchor of the
 RPN's anchor generator, on the image as the training pipeline shapes it: Resize(keep_ratio=True) to
@@ -27,6 +27,15 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from ..configs import RowConfig
+from ..dataset import SyntheticSpec, ensure_dataset
+from ..errors import UserError
+from ..files import atomic_write
+from ..layout import StudyPaths
+from ..plan import load_plan
+from ..zoo import MODELS
+from . import pyplot, save
 
 DEFAULT_THRESHOLDS: list[float] = [round(0.05 * i, 2) for i in range(1, 20)]  # 0.05 ... 0.95
 _CHUNK = 65536  # boxes per vectorised step: a few tens of MB of temporaries
@@ -160,19 +169,32 @@ def percent_without_anchor(ious: npt.ArrayLike, thresholds: Sequence[float]) -> 
     return [100.0 * float(n) / values.size for n in below]
 
 
-def plot_anchors(curves: dict[str, tuple[list[float], list[float]]], path: Path) -> None:
-    """Draw Fig. 1: per label (a dataset, an anchor setting), x the IoU threshold and y the percentage
-    of ground-truth boxes with no anchor reaching it. The format follows `path`'s suffix (e.g. .png)."""
-    if not curves:
-        raise ValueError("nothing to plot: no curves")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path, data_root: str | None = None,
+         progress: bool = False) -> list[Path]:
+    """Per row (an anchor generator), the percentage of ground-truth boxes with no anchor reaching
+    each IoU threshold, on COCO's training split under `data_root` (default: $SBRREPRO_COCO; the
+    boxes the RPN trains on) or, without either, on the embedded dataset: out.png, out.pdf, and
+    the numbers in out.json."""
+    data_root = data_root or os.environ.get("SBRREPRO_COCO")
+    if data_root:
+        dataset = "COCO"
+    else:
+        data_root, dataset = str(ensure_dataset(paths.data)), f"embedded ({SyntheticSpec().folder_name()})"
+    curves: dict[str, dict[str, Any]] = {}
+    for plan_path, rc in rows:
+        row = next(r for r in load_plan(plan_path).rows if r.number == rc.row)
+        split = row.recipe["train_split"] if dataset == "COCO" else "train"
+        ann = Path(data_root) / "annotations" / f"instances_{split}.json"
+        if not ann.exists():
+            raise UserError(str(data_root), None, f"{ann} is missing: expected a COCO folder (--data-root)")
+        generator = MODELS[rc.model].build(row.options)["anchor_generator"]
+        ious = max_anchor_ious(ann, generator, tuple(row.recipe["image_scale"]), progress=progress)
+        curves[f"{dataset}: {rc.label}"] = {"boxes": int(ious.size), "thresholds": DEFAULT_THRESHOLDS,
+                                             "percent_without_anchor": percent_without_anchor(ious, DEFAULT_THRESHOLDS)}
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for label, (thresholds, percents) in curves.items():
-        ax.plot(thresholds, percents, marker="o", markersize=3, label=label)
+    for label, curve in curves.items():
+        ax.plot(curve["thresholds"], curve["percent_without_anchor"], marker="o", markersize=3, label=label)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 100)
     ax.set_xlabel("IoU threshold")
@@ -181,10 +203,6 @@ def plot_anchors(curves: dict[str, tuple[list[float], list[float]]], path: Path)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")  # no half-written figure on a crash
-    fig.savefig(tmp, dpi=150)
-    tmp.replace(path)
-    plt.close(fig)
-
+    paths = save(fig, out)
+    atomic_write(out.with_suffix(".json"), json.dumps(curves, indent=1))
+    return [*paths, out.with_suffix(".json")]

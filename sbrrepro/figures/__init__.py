@@ -1,0 +1,51 @@
+"""Stage 5 for figures: a figure plan (`figure: KIND`) -> its figure, drawn by this package's module
+of that kind. `collect` draws every figure plan of a study; `plot-iou` and `plot-anchors` draw one
+kind with options. A new kind of figure is one module here with
+
+    def draw(study: Study, rows: list[tuple[str, RowConfig]], out: Path, **options) -> list[Path]
+
+(rows: the (plan file, row config) pairs to draw; out: the output path without its suffix), which
+raises UserError when what it needs is not there yet.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+# The module names, listed without importing them (plans check a figure's kind against them).
+KINDS = tuple(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def kind(name: str) -> ModuleType:
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def save(fig: Any, out: Path, suffixes: tuple[str, ...] = (".png", ".pdf")) -> list[Path]:
+    """Write a matplotlib figure next to `out` in each format, each file renamed into place whole."""
+    import matplotlib.pyplot as plt
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for suffix in suffixes:
+        path = out.with_suffix(suffix)
+        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{suffix}")
+        fig.savefig(tmp, dpi=150)
+        tmp.replace(path)
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on a backend that needs no display."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

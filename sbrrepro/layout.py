@@ -1,0 +1,95 @@
+"""Every file name of a study and of a run, in one place (as submitit's `JobPaths` owns a job's).
+
+    STUDY/study.json            scale of the study (smoke or full), fixed at creation
+    STUDY/state.sqlite          the state store: one line per submission and per plan row
+    STUDY/configs/*.py          one MMDetection config per plan row (named by its key's hash)
+    STUDY/runs/<key>/           one training's or evaluation's work dir (RunPaths), with its own
+                                submitit folder when it was submitted alone
+    STUDY/arrays/<stamp>/       submitit's folder of one SLURM job array, with the keys of its tasks
+    STUDY/data/                 the generated dataset (smoke scale)
+    STUDY/results.json, costs.json, params.json, speed.json, report/, figures/
+
+Imports nothing but the standard library: jobs on compute nodes use it too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """A work dir: what MMEngine writes into it, and what sbrrepro's jobs add."""
+
+    root: Path
+
+    @property
+    def done(self) -> Path:  # written last, by the job: the run has finished
+        return self.root / "done.json"
+
+    @property
+    def provenance(self) -> Path:
+        return self.root / "provenance.json"
+
+    @property
+    def started(self) -> Path:  # the job holds a training slot and runs
+        return self.root / "started"
+
+    @property
+    def histograms(self) -> Path:  # IoU histograms of the training RoIs, per epoch
+        return self.root / "iou_histograms.json"
+
+    @property
+    def submitit(self) -> Path:  # submitit's folder of a job submitted alone
+        return self.root / "submitit"
+
+    def checkpoint(self, epochs: int) -> Path:
+        """MMEngine's checkpoint after `epochs` epochs."""
+        return self.root / f"epoch_{epochs}.pth"
+
+    def final_checkpoint(self) -> Path | None:
+        """The checkpoint of a finished training (None until done.json is there)."""
+        if not self.done.exists():
+            return None
+        return self.checkpoint(json.loads(self.done.read_text())["epochs"])
+
+    def scalars(self) -> list[Path]:
+        """MMEngine's JSON-lines logs, one per start of the run, oldest first (timestamps sort)."""
+        return sorted(self.root.glob("*/vis_data/scalars.json"))
+
+
+@dataclass(frozen=True)
+class StudyPaths:
+    root: Path
+
+    meta = property(lambda self: self.root / "study.json")
+    state = property(lambda self: self.root / "state.sqlite")
+    submit_lock = property(lambda self: self.root / ".submit.lock")
+    configs = property(lambda self: self.root / "configs")
+    arrays = property(lambda self: self.root / "arrays")
+    data = property(lambda self: self.root / "data")
+    results = property(lambda self: self.root / "results.json")
+    costs = property(lambda self: self.root / "costs.json")  # measured hours per training key
+    params = property(lambda self: self.root / "params.json")  # parameter counts by model and options
+    speed = property(lambda self: self.root / "speed.json")  # `sbrrepro speed`'s figures per row key
+
+    def run(self, key: str) -> RunPaths:
+        return RunPaths(self.root / "runs" / key)
+
+    def config(self, plan: str, row: int, what: str, digest: str) -> Path:
+        """A row's config; `what` is '' or '-train' (the training an evaluation-only row needs)."""
+        return self.configs / f"{plan.replace('/', '-')}-row{row}{what}-{digest}.py"
+
+    def report(self, plan: str, suffix: str) -> Path:
+        return self.root / "report" / f"{plan.replace('/', '-')}{suffix}"
+
+    def figure(self, plan: str) -> Path:
+        """A figure plan's output, without its suffix (.png, .pdf, .json beside each other)."""
+        return self.root / "figures" / plan.replace("/", "-")
+
+    @staticmethod
+    def manifest(array_folder: Path) -> Path:
+        """In an array's folder: the keys of its tasks, in task order."""
+        return array_folder / "keys.json"

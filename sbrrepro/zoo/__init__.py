@@ -1,0 +1,58 @@
+"""The models a plan row may name: one `Model` object each, declared in this package's modules (one
+per paper, plus `stock` for MMDetection's own baselines). Plain data and plain dicts only: building
+a config imports neither torch nor the plugins.
+
+A new paper adds one module here that defines `MODELS: list[Model]`; nothing else lists models.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..schema import Field
+
+Options = dict[str, Any]
+
+
+def _same(o: Options) -> Options:
+    return o
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str  # as plans name it
+    title: str  # as figures name it (matplotlib mathtext)
+    description: str
+    # Validated options -> the model's MMDetection config at the paper's scale, as a plain dict
+    # (`model`, data pipelines, schedule of the stock config it starts from).
+    build: Callable[[Options], dict]
+    options: dict[str, Field] = field(default_factory=dict)
+    # Cross-field check and completion of defaults that depend on other options.
+    finish: Callable[[Options], Options | str] = _same
+    # The options of the training a row needs: its test-time-only options set as that training
+    # evaluates itself. Rows that differ only in those share one training (evaluation-only rows).
+    training: Callable[[Options], Options] = _same
+    # Full-scale GPU-hours per epoch before anything was measured; None: unknown until measured.
+    gpu_hours_per_epoch: Callable[[Options], float | None] = lambda o: None
+    # Legend labels of the IoU series its training records (series name -> label), for figures.
+    iou_series: Callable[[Options], dict[str, str]] = lambda o: {}
+    trains: bool = True  # False: nothing to train or evaluate (counted or computed from annotations)
+
+
+def _discover() -> dict[str, Model]:
+    found: dict[str, Model] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        for model in importlib.import_module(f"{__name__}.{info.name}").MODELS:
+            if model.name in found:
+                raise RuntimeError(f"model {model.name!r} is declared twice in the zoo")
+            found[model.name] = model
+    return found
+
+
+MODELS: dict[str, Model] = _discover()

@@ -1,0 +1,140 @@
+"""Pieces the zoo's models share: MMDetection's shipped configs, option groups (GRoIE, backbone
+add-ons) and the config changes that go with them, IoU recording, and the paper-based cost model.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from ..schema import Field, one_of
+
+Options = dict[str, Any]
+
+
+@functools.cache
+def _shipped(path: str) -> dict:
+    from mmengine.config import Config
+
+    # Found without importing mmdet, which would pull in torch and mmcv's ops.
+    root = Path(importlib.util.find_spec("mmdet").submodule_search_locations[0]) / ".mim" / "configs"
+    return Config.fromfile(str(root / path)).to_dict()
+
+
+def stock(path: str) -> dict:
+    """A config shipped with MMDetection (e.g. 'mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'), as a dict
+    of its own."""
+    return copy.deepcopy(_shipped(path))
+
+
+MASK_RCNN = "mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py"
+HTC = "htc/htc-without-semantic_r50_fpn_1x_coco.py"
+
+
+# ---- GPU-hours before anything was measured -----------------------------------------------------
+# The SBR-CNN paper's durations on 8 V100s: Mask R-CNN 3x (36 epochs) in about 35 h, R^3-CNN with 3
+# loops (12 epochs) in about 25 h; a loop (or a cascade stage) is taken to cost a third of the
+# difference. Heavier heads and backbones are not priced until measured.
+MASK_RCNN_PER_EPOCH = 35 * 8 / 36
+PER_LOOP_EPOCH = (25 * 8 / 12 - MASK_RCNN_PER_EPOCH) / 3
+
+
+def hours_per_epoch(loops: int) -> float:
+    return MASK_RCNN_PER_EPOCH + PER_LOOP_EPOCH * loops
+
+
+# ---- IoU recording (figures of the IoU distribution of training RoIs) ---------------------------
+def recording(sampler: dict, series: str) -> dict:
+    return dict(type="IoURecordingSampler", series=series, sampler=sampler)
+
+
+def record_rcnn(model: dict) -> None:
+    """Record the IoUs of the training RoIs of every R-CNN stage."""
+    rcnn = model["train_cfg"]["rcnn"]
+    if isinstance(rcnn, dict):
+        rcnn["sampler"] = recording(rcnn["sampler"], "rcnn")
+    else:
+        for i, stage in enumerate(rcnn):
+            stage["sampler"] = recording(stage["sampler"], f"stage{i + 1}")
+
+
+# ---- backbone add-ons (SBR-CNN Table 11) ---------------------------------------------------------
+ADDON = {"addon": Field(str, "none", one_of("none", "gcnet", "dcn"),
+                        "GC-Net context blocks or DCN in ResNet stages c3-c5")}
+
+
+def addon(model: dict, name: str) -> None:
+    """GC-Net (context blocks r4, SyncBN) or DCN in stages c3-c5."""
+    backbone = model["backbone"]
+    if name == "gcnet":
+        backbone.update(norm_cfg=dict(type="SyncBN", requires_grad=True), norm_eval=False, plugins=[
+            dict(cfg=dict(type="ContextBlock", ratio=1.0 / 4), stages=(False, True, True, True),
+                 position="after_conv3")])
+    elif name == "dcn":
+        backbone.update(dcn=dict(type="DCN", deform_groups=1, fallback_on_stride=False),
+                        stage_with_dcn=(False, True, True, True))
+
+
+# ---- GRoIE -----------------------------------------------------------------------------------------
+def _conv(c: int, kernel: int | tuple[int, int], padding: int | tuple[int, int]) -> dict:
+    # inplace=False as in the authors' and MMDetection's GRoIE configs (no effect on the result)
+    return dict(type="ConvModule", in_channels=c, out_channels=c, kernel_size=kernel, padding=padding,
+                inplace=False)
+
+
+# The named pre-/post-processing modules of GRoIE at c channels, as plugin configs in order:
+# 'convKxK' one ConvModule (+ReLU) keeping the map size; 'conv7x3-3x7' a 7x3 then a 3x7 one, padded
+# (3,1) and (1,3); 'nonlocal1x1' mmcv's embedded-Gaussian NonLocal2d; 'nonlocal7x7' SBR-CNN's
+# non-local block with 7x7 kernels; 'attention' the ICPR GRoIE's post module, GeneralizedAttention
+# '0100' (query content x relative position), 6 heads, key/value stride 2, global range.
+GROIE_MODULES = {
+    "conv3x3": lambda c: [_conv(c, 3, 1)],
+    "conv5x5": lambda c: [_conv(c, 5, 2)],
+    "conv7x7": lambda c: [_conv(c, 7, 3)],
+    "conv7x3-3x7": lambda c: [_conv(c, (7, 3), (3, 1)), _conv(c, (3, 7), (1, 3))],
+    "nonlocal1x1": lambda c: [dict(type="NonLocal2d", in_channels=c, reduction=2, use_scale=True)],
+    "nonlocal7x7": lambda c: [dict(type="NonLocal2dK", in_channels=c, reduction=2, use_scale=True, kernel_size=7)],
+    "attention": lambda c: [dict(type="GeneralizedAttention", in_channels=c, spatial_range=-1, num_heads=6,
+                                 attention_type="0100", kv_stride=2)],
+}
+GROIE = {
+    "groie": Field(bool, False, None, "GRoIE in place of the RoI extractors"),
+    "groie_pre": Field(str, None, one_of(*GROIE_MODULES), "GRoIE pre-processing module"),
+    "groie_post": Field(str, None, one_of(*GROIE_MODULES), "GRoIE post-processing module"),
+}
+
+
+def finish_groie(o: Options) -> Options | str:
+    if not o["groie"] and (o["groie_pre"] or o["groie_post"]):
+        return "groie_pre / groie_post need groie: true"
+    return o
+
+
+def groie(extractor: dict, o: Options) -> dict:
+    """GRoIE in place of a single-level RoI extractor: every FPN level, pre-processed, summed,
+    post-processed."""
+    if not o["groie"]:
+        return extractor
+    c = extractor["out_channels"]
+    return dict(type="GRoIE", roi_layer=extractor["roi_layer"], out_channels=c,
+                featmap_strides=extractor["featmap_strides"],
+                pre_cfg=GROIE_MODULES[o["groie_pre"]](c) if o["groie_pre"] else None,
+                post_cfg=GROIE_MODULES[o["groie_post"]](c) if o["groie_post"] else None)
+
+
+def two_stage(path: str, o: Options) -> dict:
+    """A shipped two-stage config with IoU recording and, where the options have them, a backbone
+    add-on and GRoIE extractors."""
+    cfg = stock(path)
+    model = cfg["model"]
+    record_rcnn(model)
+    addon(model, o.get("addon", "none"))
+    head = model["roi_head"]
+    if "groie" in o:
+        for key in ("bbox_roi_extractor", "mask_roi_extractor"):
+            if key in head:
+                head[key] = groie(head[key], o)
+    return cfg

@@ -1,0 +1,36 @@
+"""MMDetection's own models, as baselines: each starts from its shipped ResNet-50 FPN config."""
+
+from __future__ import annotations
+
+from . import Model
+from ._parts import ADDON, GROIE, HTC, MASK_RCNN, Options, finish_groie, hours_per_epoch, stock, two_stage
+
+
+def _condinst(o: Options) -> dict:
+    """MMDetection's CondInst model on Mask R-CNN's data pipeline, so that it gets the same
+    single-scale recipe as the other rows (its own config trains multi-scale for 90k iterations)."""
+    cfg = stock(MASK_RCNN)
+    cfg["model"] = stock("condinst/condinst_r50_fpn_ms-poly-90k_coco_instance.py")["model"]
+    return cfg
+
+
+def _one_rcnn_stage(o: Options) -> dict[str, str]:
+    return {"rcnn": "positive RoIs (IoU ≥ 0.5)"}
+
+
+def _htc_stages(o: Options) -> dict[str, str]:
+    return {f"stage{k + 1}": f"stage {k + 1} (IoU ≥ {iou:g})" for k, iou in enumerate((0.5, 0.6, 0.7))}
+
+
+MODELS = [
+    Model("mask_rcnn", "Mask R-CNN", "Mask R-CNN, ResNet-FPN (MMDetection's stock model)",
+          lambda o: two_stage(MASK_RCNN, o), options={**ADDON, **GROIE}, finish=finish_groie,
+          gpu_hours_per_epoch=lambda o: hours_per_epoch(0), iou_series=_one_rcnn_stage),
+    Model("faster_rcnn", "Faster R-CNN", "Faster R-CNN, ResNet-FPN; with GRoIE for SBR-CNN Tables 8-10",
+          lambda o: two_stage("faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", o), options=dict(GROIE),
+          finish=finish_groie, gpu_hours_per_epoch=lambda o: hours_per_epoch(0), iou_series=_one_rcnn_stage),
+    Model("htc", "HTC", "Hybrid Task Cascade without the semantic branch", lambda o: two_stage(HTC, o),
+          options=dict(ADDON), gpu_hours_per_epoch=lambda o: hours_per_epoch(3), iou_series=_htc_stages),
+    Model("condinst", "CondInst", "CondInst, ResNet-FPN (MMDetection's model)", _condinst,
+          gpu_hours_per_epoch=lambda o: hours_per_epoch(0)),
+]
