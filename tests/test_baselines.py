@@ -56,6 +56,25 @@ def test_htc_without_semantic(smoke, row):
     assert len(out["mask_preds"]) == 1
 
 
+def test_cascade_mask_rcnn_as_a_plan_row(smoke, tmp_path):
+    """A stock baseline named by a plan row: MMDetection's Cascade Mask R-CNN as shipped, with its
+    three stages' training RoIs recorded."""
+    from steps import copy_plan
+
+    from sbrrepro.configs import build_config
+    from sbrrepro.plan import load_plan
+
+    (row,) = load_plan(copy_plan(tmp_path, "sbr-cnn/table3", rows=[1], **{"rows.0.model": "cascade_mask_rcnn"})).rows
+    cfg = build_config(row, smoke)
+    assert [s["sampler"]["series"] for s in cfg["model"]["train_cfg"]["rcnn"]] == ["stage1", "stage2", "stage3"]
+    model = build(cfg)
+    assert type(model).__name__ == "CascadeRCNN"
+    assert [type(h).__name__ for h in model.roi_head.mask_head] == ["FCNMaskHead"] * 3
+    losses = train_step(cfg, model)
+    assert {f"s{i}.loss_mask" for i in range(3)} <= set(losses)
+    predict(cfg, model)
+
+
 def test_condinst(smoke):
     """CondInst (Table 11 row 2). MMDetection ships only a multi-scale 90k-iteration config; its
     model gets the same epoch-based, single-scale recipe as the other rows."""

@@ -18,7 +18,7 @@ def _one_rcnn_stage(o: Options) -> dict[str, str]:
     return {"rcnn": "positive RoIs (IoU ≥ 0.5)"}
 
 
-def _htc_stages(o: Options) -> dict[str, str]:
+def _three_stages(o: Options) -> dict[str, str]:
     return {f"stage{k + 1}": f"stage {k + 1} (IoU ≥ {iou:g})" for k, iou in enumerate((0.5, 0.6, 0.7))}
 
 
@@ -30,7 +30,10 @@ MODELS = [
           lambda o: two_stage("faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", o), options=dict(GROIE),
           finish=finish_groie, gpu_hours_per_epoch=lambda o: hours_per_epoch(0), iou_series=_one_rcnn_stage),
     Model("htc", "HTC", "Hybrid Task Cascade without the semantic branch", lambda o: two_stage(HTC, o),
-          options=dict(ADDON), gpu_hours_per_epoch=lambda o: hours_per_epoch(3), iou_series=_htc_stages),
+          options=dict(ADDON), gpu_hours_per_epoch=lambda o: hours_per_epoch(3), iou_series=_three_stages),
+    Model("cascade_mask_rcnn", "Cascade Mask R-CNN", "Cascade Mask R-CNN, ResNet-FPN (MMDetection's stock model)",
+          lambda o: two_stage("cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py", o),
+          gpu_hours_per_epoch=lambda o: hours_per_epoch(3), iou_series=_three_stages),
     Model("condinst", "CondInst", "CondInst, ResNet-FPN (MMDetection's model)", _condinst,
           gpu_hours_per_epoch=lambda o: hours_per_epoch(0)),
 ]
