@@ -157,7 +157,7 @@ def cmd_plot_iou(args: argparse.Namespace) -> int:
     study = Study.open(Path(args.study))
     rows = _figure_rows(study, "iou_histograms", args.rows)
     out = Path(args.out) if args.out else study.paths.figure(rows[0][1].plan)
-    for path in iou_histograms.draw(study.paths, rows, out):
+    for path in iou_histograms.draw(study.paths, rows, out, args.population):
         print(f"figure: {path}")
     return 0
 
@@ -283,11 +283,14 @@ def parser() -> argparse.ArgumentParser:
     speed.add_argument("--json", action="store_true")
     speed.set_defaults(func=cmd_speed)
 
-    plot = sub.add_parser("plot-iou", help="Fig. 3: IoU distribution of the positive training RoIs")
+    plot = sub.add_parser("plot-iou", help="Fig. 3: IoU distribution of the training RoIs")
     study_arg(plot)
     plot.add_argument("--rows", nargs="+", help="rows to draw, as N or PLAN:N (default: the rows of the "
                       "study's iou_histograms figure plans, e.g. plans/sbr-cnn/fig3.yaml)")
     plot.add_argument("--out", help="output path without extension (default: STUDY/figures/<plan>, e.g. sbr-cnn-fig3)")
+    plot.add_argument("--population", choices=("proposals", "positives"), default="proposals",
+                      help="every proposal at the assigner, negatives included (the authors' histograms), or the "
+                      "positive RoIs that train the heads (default: %(default)s)")
     plot.set_defaults(func=cmd_plot_iou)
 
     anchors = sub.add_parser("plot-anchors", help="Fig. 1: % of ground-truth boxes with no anchor above an IoU")

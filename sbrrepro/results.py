@@ -8,6 +8,7 @@ epoch. A resumed run adds a new timestamp folder; the newest validation of the l
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from .layout import RunPaths
@@ -34,16 +35,23 @@ def final_metrics(run: RunPaths, epochs: int) -> dict[str, float] | None:
     return found
 
 
-def load_histograms(run: RunPaths) -> tuple[list[float], dict[str, list[int]]] | None:
-    """Bin edges and, per series, the IoU counts summed over every recorded epoch."""
-    if not run.histograms.exists():
+def read_histograms(path: Path) -> dict[str, Any]:
+    """A histograms file: population -> bin edges and per-epoch counts per series. A file written
+    before there were populations holds the positives alone."""
+    data = json.loads(path.read_text())
+    return {"positives": data} if "bin_edges" in data else data
+
+
+def load_histograms(run: RunPaths, population: str) -> tuple[list[float], dict[str, list[int]]] | None:
+    """Bin edges and, per series, the IoU counts of `population` ('proposals' or 'positives')
+    summed over every recorded epoch; None before the first epoch has ended."""
+    if not run.histograms.exists() or population not in (data := read_histograms(run.histograms)):
         return None
-    data = json.loads(run.histograms.read_text())
     total: dict[str, list[int]] = {}
-    for per_series in data["epochs"].values():
+    for per_series in data[population]["epochs"].values():
         for name, counts in per_series.items():
             total[name] = [a + b for a, b in zip(total.get(name, [0] * len(counts)), counts)]
-    return data["bin_edges"], total
+    return data[population]["bin_edges"], total
 
 
 def training_footprint(run: RunPaths, epochs: int) -> dict[str, float]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from mmengine.structures import InstanceData
 from steps import build, generated, predict, train_step
 
 from sbrrepro.configs import full_scale
@@ -42,18 +43,67 @@ def test_htc_without_semantic(smoke, row):
     cfg = generated("sbr-cnn/table11", row, smoke)
     model = build(cfg)
     assert type(model).__name__ == "HybridTaskCascade"
-    assert type(model.roi_head).__name__ == "HybridTaskCascadeRoIHead"
+    assert type(model.roi_head).__name__ == "HTCMeanMaskRoIHead"
     assert not model.with_semantic
     assert [type(h).__name__ for h in model.roi_head.mask_head] == ["HTCMaskHead"] * 3
     losses = train_step(cfg, model)
     assert {f"s{i}.loss_mask" for i in range(3)} <= set(losses)
     predict(cfg, model)
-    # MMDetection 3.3's HTC predicts masks from the last stage only (its list append sits after
-    # the stage loop); HTC (and mmdet 2.x, and the authors' HTC) average the 3 stages' masks.
+
+
+def _test_time_mask(cfg: dict, model, image) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mask probabilities an HTC's predict_mask hands to the last mask head, for one RoI; and the
+    sigmoid of each stage's logits, computed stage by stage (with the mask information flow where
+    the config has it)."""
+    head = model.roi_head
+    rois = torch.tensor([[0, 8.0, 8.0, 60.0, 70.0]])
+    seen = {}
+    predict_by_feat = head.mask_head[-1].predict_by_feat
+
+    def spy(mask_preds, **kwargs):
+        seen["merged"] = mask_preds[0]
+        return predict_by_feat(mask_preds=mask_preds, **kwargs)
+
+    head.mask_head[-1].predict_by_feat = spy
     with torch.no_grad():
-        x = model.extract_feat(torch.randn(1, 3, smoke.images, smoke.images))
-        out = model.roi_head._mask_forward(2, x, torch.tensor([[0, 8.0, 8.0, 60.0, 70.0]]), training=False)
-    assert len(out["mask_preds"]) == 1
+        x = model.extract_feat(image)
+        results = InstanceData(bboxes=rois[:, 1:], labels=torch.tensor([0]), scores=torch.tensor([0.9]))
+        meta = dict(img_shape=image.shape[-2:], ori_shape=image.shape[-2:], scale_factor=(1.0, 1.0))
+        head.predict_mask(x, None, [meta], [results])
+        extractor = head.mask_roi_extractor[-1]
+        feats = extractor(x[:extractor.num_inputs], rois)
+        probabilities, last = [], None
+        for stage in head.mask_head:
+            if head.mask_info_flow:
+                logits, last = stage(feats, last)
+            else:
+                logits = stage(feats, return_feat=False)
+            probabilities.append(logits.sigmoid())
+    return seen["merged"], torch.stack(probabilities)
+
+
+@pytest.mark.parametrize("info_flow", [True, False], ids=["mask-info-flow", "no-info-flow"])
+def test_htc_masks_are_the_mean_of_every_stage(smoke, info_flow):
+    """At test time HTC's mask is the mean of the three stages' sigmoid masks (the HTC paper,
+    MMDetection 2.x, the authors' HTC), with or without mask information flow. MMDetection 3.3's own
+    head keeps the last stage's only (its list append sits after the stage loop) and, without the
+    information flow, hands each head's (logits, features) pair on as logits."""
+    from mmdet.models.roi_heads import HybridTaskCascadeRoIHead
+
+    cfg = generated("sbr-cnn/table11", 3, smoke)
+    cfg["model"]["roi_head"]["mask_info_flow"] = info_flow
+    if not info_flow:
+        for stage in cfg["model"]["roi_head"]["mask_head"]:
+            stage["with_conv_res"] = False
+    model = build(cfg).eval()
+    image = torch.randn(1, 3, smoke.images, smoke.images)
+    merged, stages = _test_time_mask(cfg, model, image)
+    assert not torch.allclose(stages[-1], stages.mean(0))  # the stages' masks differ
+    torch.testing.assert_close(merged, stages.mean(0))
+    with torch.no_grad():
+        stock = HybridTaskCascadeRoIHead._mask_forward(model.roi_head, -1, model.extract_feat(image),
+                                                       torch.tensor([[0, 8.0, 8.0, 60.0, 70.0]]), training=False)
+    assert len(stock["mask_preds"]) == 1  # why the plugin exists
 
 
 def test_cascade_mask_rcnn_as_a_plan_row(smoke, tmp_path):
@@ -92,11 +142,15 @@ def test_condinst(smoke):
 
 
 def test_gcnet_mask_rcnn(smoke, tmp_path):
-    """GC-Net (Table 11 row 5): Mask R-CNN with ContextBlock (ratio 1/4) after conv3 of stages c3-c5,
-    SyncBN at the paper's scale, BN at smoke scale."""
+    """GC-Net (Table 11 row 5): Mask R-CNN with ContextBlock (ratio 1/4) after conv3 of stages c3-c5.
+    At the paper's scale the authors' linked config: plain BN with frozen statistics; HTC+GC-Net and
+    SBR-CNN+GC-Net (rows 6, 7) train SyncBN, as their authors' configs do. BN at smoke scale."""
     from mmcv.cnn import ContextBlock
 
-    assert generated("sbr-cnn/table11", 5, full_scale(tmp_path))["model"]["backbone"]["norm_cfg"]["type"] == "SyncBN"
+    full = {row: generated("sbr-cnn/table11", row, full_scale(tmp_path))["model"]["backbone"] for row in (5, 6, 7)}
+    assert (full[5]["norm_cfg"]["type"], full[5]["norm_eval"]) == ("BN", True)
+    assert all((full[r]["norm_cfg"]["type"], full[r]["norm_eval"]) == ("SyncBN", False) for r in (6, 7))
+    assert all(len(full[r]["plugins"]) == 1 for r in (5, 6, 7))
     cfg = generated("sbr-cnn/table11", 5, smoke)
     model = build(cfg)
     assert type(model).__name__ == "MaskRCNN"

@@ -129,17 +129,23 @@ def test_iou_histograms_per_loop_and_the_figure(study, cli, tmp_path):
     """collect draws the study's figure plan (Fig. 3); plot-iou draws it again, or other rows."""
     root, _, _, _ = study
     states = _table3(_json(cli("status", "--study", str(root), "--json")))
-    edges, mask = load_histograms(RunPaths(root / "runs" / states[1]["key"]))
+    mask_rcnn, r3_cnn = (RunPaths(root / "runs" / states[n]["key"]) for n in (1, 3))
+    edges, mask = load_histograms(mask_rcnn, "positives")
     assert edges[0] == 0.5 and edges[-1] == 1.0 and len(edges) == 11
     assert list(mask) == ["rcnn"] and sum(mask["rcnn"]) > 0
-    _, r3 = load_histograms(RunPaths(root / "runs" / states[3]["key"]))
+    _, r3 = load_histograms(r3_cnn, "positives")
     assert sorted(r3) == ["loop1", "loop2"] and sum(r3["loop1"]) > 0
     assert sum(r3["loop2"][:2]) == 0, "loop 2 takes positives at IoU >= 0.6 only"
+    edges, proposals = load_histograms(r3_cnn, "proposals")  # every proposal at the assigner
+    assert edges[0] == 0.0 and edges[-1] == 1.0 and len(edges) == 21
+    assert sorted(proposals) == ["loop1", "loop2"] and sum(proposals["loop1"][:10]) > 0  # negatives too
+    assert all(sum(proposals[s]) > sum(r3[s]) for s in r3)
     collected = cli("collect", "--study", str(root))
     assert f"figure: {root / 'figures' / 'sbr-cnn-fig3.png'}" in collected.stdout, collected.stdout
     for ext in ("png", "pdf"):
         assert (root / "figures" / f"sbr-cnn-fig3.{ext}").stat().st_size > 1000
-    result = cli("plot-iou", "--study", str(root), "--rows", "sbr-cnn/table3:3", "--out", str(tmp_path / "r3"))
+    result = cli("plot-iou", "--study", str(root), "--rows", "sbr-cnn/table3:3", "--out", str(tmp_path / "r3"),
+                 "--population", "positives")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "r3.png").stat().st_size > 1000
 

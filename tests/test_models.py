@@ -57,8 +57,13 @@ def test_r3_cnn_trains_and_predicts_on_cpu(plan, smoke, loops):
     optimizer.step()
     after = list(model.roi_head.mask_head[0].parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, after)), "the mask head did not learn"
-    # one IoU series per loop, recorded once per loop (not again for the mask's re-sampling)
-    assert sorted(iou_recorder._counts) == [f"loop{t + 1}" for t in range(loops)]
+    # one IoU series per loop and population: the positives recorded once per loop (not again for
+    # the mask's re-sampling), every proposal at the assigner, negatives included, at every sampling
+    series = [f"loop{t + 1}" for t in range(loops)]
+    assert sorted(iou_recorder._counts) == [(p, s) for p in ("positives", "proposals") for s in series]
+    positives, proposals = iou_recorder._counts["positives", "loop1"], iou_recorder._counts["proposals", "loop1"]
+    assert len(proposals) == 20 and proposals.sum() > positives.sum() > 0
+    assert proposals[:10].sum() > 0, "negatives (IoU < 0.5) are counted too"
 
     predict(cfg, model)
 
@@ -97,3 +102,17 @@ def test_loops_average_scores_and_masks(plan, smoke):
             sig.append(logits.sigmoid())
         torch.testing.assert_close(masks, sum(sig) / 3)
         assert not torch.allclose(sig[0], sig[1]), "the mask loop must feed its features back"
+
+
+def test_histograms_written_before_populations_read_as_positives(tmp_path):
+    """A work dir from before the proposals were recorded holds the positives alone."""
+    import json
+
+    from sbrrepro.layout import RunPaths
+    from sbrrepro.results import load_histograms
+
+    run = RunPaths(tmp_path)
+    run.histograms.write_text(json.dumps({"bin_edges": [0.5, 0.75, 1.0], "epochs": {"1": {"rcnn": [1, 2]},
+                                                                                    "2": {"rcnn": [3, 4]}}}))
+    assert load_histograms(run, "positives") == ([0.5, 0.75, 1.0], {"rcnn": [4, 6]})
+    assert load_histograms(run, "proposals") is None

@@ -61,7 +61,7 @@ def test_two_node_cpu_training_ends_with_metrics(tmp_path):
     prov = json.loads(run.provenance.read_text())
     assert prov["processes"] == 2 and prov["batch"] == 2 * prov["images_per_process"]
     assert prov["lr_scaled"] and prov["lr_effective"] == 2 * prov["lr_config"]  # flagged: the paper's batch differs
-    _, series = load_histograms(run)
+    _, series = load_histograms(run, "positives")
     assert sorted(series) == ["loop1", "loop2"] and sum(series["loop1"]) > 0
 
 
@@ -161,7 +161,7 @@ def test_trainings_split_into_arrays_of_the_maximum_size_and_a_task_is_cancelled
         assert [subs[k].job_id for k in keys[:2]] == [f"{array}_0", f"{array}_1"]
         assert "_" not in subs[keys[2]].job_id and subs[keys[2]].folder == study.paths.run(keys[2]).submitit
         folder = subs[keys[0]].folder
-        assert folder.parent == study.arrays and subs[keys[1]].folder == folder
+        assert folder.parent == study.paths.arrays and subs[keys[1]].folder == folder
         assert "#SBATCH --array=0-1%1" in (folder / f"{array}_submission.sh").read_text().splitlines()
         status = json.loads(run_cli("status", "--study", str(study.root), "--json").stdout)
         assert [(s["job_id"], s["state"]) for s in status] == [(subs[k].job_id, "pending") for k in keys]

@@ -1,4 +1,7 @@
-"""The IoU distribution of the positive training RoIs (SBR-CNN Fig. 3).
+"""The IoU distribution of the training RoIs (SBR-CNN Fig. 3), of one of the two populations that
+the trainings record: every proposal at the assigner, negatives included ('proposals', what the
+authors' histogram code counts, the default), or the positive RoIs that train the heads
+('positives').
 
 One panel per row, (a), (b), ...; in each, one histogram per series its training recorded (one per
 R-CNN stage or loop), summed over all training epochs, labelled as the row's zoo model names them.
@@ -25,11 +28,14 @@ class Panel:
     series: dict[str, list[int]]  # legend label -> counts per bin
 
 
-def panels(paths: StudyPaths, rows: list[tuple[str, RowConfig]]) -> list[Panel]:
+POPULATIONS = {"proposals": "proposals at the assigner", "positives": "positive training RoIs"}
+
+
+def panels(paths: StudyPaths, rows: list[tuple[str, RowConfig]], population: str) -> list[Panel]:
     out = []
     for i, (plan_path, rc) in enumerate(rows):
         run = paths.run(rc.train_key)
-        loaded = load_histograms(run)  # recorded by the training
+        loaded = load_histograms(run, population)  # recorded by the training
         if loaded is None:
             raise UserError(str(run.root), None, f"no IoU histograms yet for {rc.plan} row {rc.row}; they are "
                             "written at each epoch's end of its training (see `sbrrepro status`)")
@@ -41,11 +47,11 @@ def panels(paths: StudyPaths, rows: list[tuple[str, RowConfig]]) -> list[Panel]:
     return out
 
 
-def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path) -> list[Path]:
+def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path, population: str = "proposals") -> list[Path]:
     """Write out.png and out.pdf; return both paths."""
     if not rows:
         raise UserError(str(paths.root), "rows", "no row to draw")
-    panel_list = panels(paths, rows)
+    panel_list = panels(paths, rows, population)
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panel_list), figsize=(5.5 * len(panel_list), 4), squeeze=False)
     for ax, panel in zip(axes[0], panel_list):
@@ -56,8 +62,9 @@ def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path) -> lis
         ax.set_xlim(edges[0], edges[-1])
         ax.set_xticks(edges)
         ax.tick_params(axis="x", labelrotation=45)
-        ax.set_xlabel("IoU with the matched ground truth")
-        ax.set_ylabel("positive training RoIs")
+        ax.set_xlabel("IoU with the best ground truth" if population == "proposals" else
+                      "IoU with the matched ground truth")
+        ax.set_ylabel(POPULATIONS[population])
         ax.set_title(panel.title, fontsize=10)
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -7,6 +7,7 @@ resuming works in any process that loads one of our configs (MMDetection's tools
 from ..compat import allow_own_checkpoints
 from .fcc_heads import FCCBBoxHead, FCCMaskIoUHead
 from .groie import GRoIE
+from .htc_roi_head import HTCMeanMaskRoIHead
 from .iou_recorder import IoUHistogramHook, IoURecordingSampler
 from .non_local import NonLocal2dK
 from .r3_mask_head import R3MaskHead
@@ -14,5 +15,5 @@ from .r3_roi_head import R3RoIHead
 
 allow_own_checkpoints()
 
-__all__ = ["FCCBBoxHead", "FCCMaskIoUHead", "GRoIE", "IoUHistogramHook", "IoURecordingSampler", "NonLocal2dK",
-           "R3MaskHead", "R3RoIHead"]
+__all__ = ["FCCBBoxHead", "FCCMaskIoUHead", "GRoIE", "HTCMeanMaskRoIHead", "IoUHistogramHook", "IoURecordingSampler",
+           "NonLocal2dK", "R3MaskHead", "R3RoIHead"]

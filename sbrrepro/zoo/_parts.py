@@ -66,13 +66,15 @@ ADDON = {"addon": Field(str, "none", one_of("none", "gcnet", "dcn"),
                         "GC-Net context blocks or DCN in ResNet stages c3-c5")}
 
 
-def addon(model: dict, name: str) -> None:
-    """GC-Net (context blocks r4, SyncBN) or DCN in stages c3-c5."""
+def addon(model: dict, name: str, sync_bn: bool = True) -> None:
+    """GC-Net (context blocks r4 in stages c3-c5; with `sync_bn`, SyncBN trained as in the authors'
+    GC-Net configs, else the stock backbone's BN with frozen statistics) or DCN in stages c3-c5."""
     backbone = model["backbone"]
     if name == "gcnet":
-        backbone.update(norm_cfg=dict(type="SyncBN", requires_grad=True), norm_eval=False, plugins=[
-            dict(cfg=dict(type="ContextBlock", ratio=1.0 / 4), stages=(False, True, True, True),
-                 position="after_conv3")])
+        backbone["plugins"] = [dict(cfg=dict(type="ContextBlock", ratio=1.0 / 4), stages=(False, True, True, True),
+                                    position="after_conv3")]
+        if sync_bn:
+            backbone.update(norm_cfg=dict(type="SyncBN", requires_grad=True), norm_eval=False)
     elif name == "dcn":
         backbone.update(dcn=dict(type="DCN", deform_groups=1, fallback_on_stride=False),
                         stage_with_dcn=(False, True, True, True))
@@ -115,23 +117,24 @@ def finish_groie(o: Options) -> Options | str:
 
 def groie(extractor: dict, o: Options) -> dict:
     """GRoIE in place of a single-level RoI extractor: every FPN level, pre-processed, summed,
-    post-processed."""
+    post-processed. RoIAlign takes 2 points per bin, as in every GRoIE config of the authors (the
+    stock extractors' 0 is adaptive: pooled from P2 too, a large RoI would get hundreds per bin)."""
     if not o["groie"]:
         return extractor
     c = extractor["out_channels"]
-    return dict(type="GRoIE", roi_layer=extractor["roi_layer"], out_channels=c,
+    return dict(type="GRoIE", roi_layer={**extractor["roi_layer"], "sampling_ratio": 2}, out_channels=c,
                 featmap_strides=extractor["featmap_strides"],
                 pre_cfg=GROIE_MODULES[o["groie_pre"]](c) if o["groie_pre"] else None,
                 post_cfg=GROIE_MODULES[o["groie_post"]](c) if o["groie_post"] else None)
 
 
-def two_stage(path: str, o: Options) -> dict:
+def two_stage(path: str, o: Options, sync_bn: bool = True) -> dict:
     """A shipped two-stage config with IoU recording and, where the options have them, a backbone
-    add-on and GRoIE extractors."""
+    add-on (`sync_bn`: see `addon`) and GRoIE extractors."""
     cfg = stock(path)
     model = cfg["model"]
     record_rcnn(model)
-    addon(model, o.get("addon", "none"))
+    addon(model, o.get("addon", "none"), sync_bn)
     head = model["roi_head"]
     if "groie" in o:
         for key in ("bbox_roi_extractor", "mask_roi_extractor"):

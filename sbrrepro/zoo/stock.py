@@ -14,6 +14,14 @@ def _condinst(o: Options) -> dict:
     return cfg
 
 
+def _htc(o: Options) -> dict:
+    """HTC as shipped, with a RoI head that averages every stage's mask at test time (MMDetection
+    3.3's keeps the last stage's only)."""
+    cfg = two_stage(HTC, o)
+    cfg["model"]["roi_head"]["type"] = "HTCMeanMaskRoIHead"
+    return cfg
+
+
 def _one_rcnn_stage(o: Options) -> dict[str, str]:
     return {"rcnn": "positive RoIs (IoU ≥ 0.5)"}
 
@@ -23,13 +31,14 @@ def _three_stages(o: Options) -> dict[str, str]:
 
 
 MODELS = [
+    # GC-Net on Mask R-CNN as the SBR-CNN authors link it: MMDetection's config without SyncBN.
     Model("mask_rcnn", "Mask R-CNN", "Mask R-CNN, ResNet-FPN (MMDetection's stock model)",
-          lambda o: two_stage(MASK_RCNN, o), options={**ADDON, **GROIE}, finish=finish_groie,
+          lambda o: two_stage(MASK_RCNN, o, sync_bn=False), options={**ADDON, **GROIE}, finish=finish_groie,
           gpu_hours_per_epoch=lambda o: hours_per_epoch(0), iou_series=_one_rcnn_stage),
     Model("faster_rcnn", "Faster R-CNN", "Faster R-CNN, ResNet-FPN; with GRoIE for SBR-CNN Tables 8-10",
           lambda o: two_stage("faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", o), options=dict(GROIE),
           finish=finish_groie, gpu_hours_per_epoch=lambda o: hours_per_epoch(0), iou_series=_one_rcnn_stage),
-    Model("htc", "HTC", "Hybrid Task Cascade without the semantic branch", lambda o: two_stage(HTC, o),
+    Model("htc", "HTC", "Hybrid Task Cascade without the semantic branch", _htc,
           options=dict(ADDON), gpu_hours_per_epoch=lambda o: hours_per_epoch(3), iou_series=_three_stages),
     Model("cascade_mask_rcnn", "Cascade Mask R-CNN", "Cascade Mask R-CNN, ResNet-FPN (MMDetection's stock model)",
           lambda o: two_stage("cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py", o),
