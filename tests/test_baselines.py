@@ -51,10 +51,12 @@ def test_htc_without_semantic(smoke, row):
     predict(cfg, model)
 
 
-def _test_time_mask(cfg: dict, model, image) -> tuple[torch.Tensor, torch.Tensor]:
+def _test_time_mask(model, image) -> tuple[torch.Tensor, torch.Tensor]:
     """The mask probabilities an HTC's predict_mask hands to the last mask head, for one RoI; and the
-    sigmoid of each stage's logits, computed stage by stage (with the mask information flow where
-    the config has it)."""
+    sigmoid of each stage's logits as MMDetection's training branch computes them (with the mask
+    information flow where the config has it)."""
+    from mmdet.models.roi_heads import HybridTaskCascadeRoIHead
+
     head = model.roi_head
     rois = torch.tensor([[0, 8.0, 8.0, 60.0, 70.0]])
     seen = {}
@@ -70,16 +72,9 @@ def _test_time_mask(cfg: dict, model, image) -> tuple[torch.Tensor, torch.Tensor
         results = InstanceData(bboxes=rois[:, 1:], labels=torch.tensor([0]), scores=torch.tensor([0.9]))
         meta = dict(img_shape=image.shape[-2:], ori_shape=image.shape[-2:], scale_factor=(1.0, 1.0))
         head.predict_mask(x, None, [meta], [results])
-        extractor = head.mask_roi_extractor[-1]
-        feats = extractor(x[:extractor.num_inputs], rois)
-        probabilities, last = [], None
-        for stage in head.mask_head:
-            if head.mask_info_flow:
-                logits, last = stage(feats, last)
-            else:
-                logits = stage(feats, return_feat=False)
-            probabilities.append(logits.sigmoid())
-    return seen["merged"], torch.stack(probabilities)
+        stages = [HybridTaskCascadeRoIHead._mask_forward(head, s, x, rois)["mask_preds"].sigmoid()
+                  for s in range(head.num_stages)]
+    return seen["merged"], torch.stack(stages)
 
 
 @pytest.mark.parametrize("info_flow", [True, False], ids=["mask-info-flow", "no-info-flow"])
@@ -97,7 +92,7 @@ def test_htc_masks_are_the_mean_of_every_stage(smoke, info_flow):
             stage["with_conv_res"] = False
     model = build(cfg).eval()
     image = torch.randn(1, 3, smoke.images, smoke.images)
-    merged, stages = _test_time_mask(cfg, model, image)
+    merged, stages = _test_time_mask(model, image)
     assert not torch.allclose(stages[-1], stages.mean(0))  # the stages' masks differ
     torch.testing.assert_close(merged, stages.mean(0))
     with torch.no_grad():
