@@ -170,3 +170,17 @@ def test_a_node_without_git_still_trains(tiny_configs, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no git on it
     prov = provenance(cfg, "1")
     assert prov["sbrrepro_commit"] is None and prov["versions"]["mmdet"] == "3.3.0"
+
+
+def test_what_runs_on_a_compute_node_imports_no_planning_code():
+    """A job unpickles its TrainingJob (or EvalJob) inside the executor's wrapper and loads the
+    plugins: none of that brings in plans, the zoo, config generation or the dataset generator."""
+    import subprocess
+    import sys
+
+    code = ("import sys, sbrrepro.training, sbrrepro.executors, sbrrepro.models; "
+            "print(' '.join(m for m in sys.modules if m.startswith('sbrrepro')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = set(out.split())
+    assert "sbrrepro.models.r3_roi_head" in loaded
+    assert not loaded & {"sbrrepro.plan", "sbrrepro.zoo", "sbrrepro.configs", "sbrrepro.dataset", "sbrrepro.prepare"}
