@@ -46,6 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .costs import summarize
     from .executors import load_profile, make_executor
     from .prepare import prepare
+    from .zoo import COST_BASIS
 
     executor = make_executor(load_profile(args.cluster))
     prepared = prepare(args.plans, Path(args.study), args.smoke, args.epochs, args.data_root, args.dry_run)
@@ -64,7 +65,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             unit = "GPU-hours" if study.scale == "full" else "process-hours"
             print("cost: unknown until measured (`collect` measures finished runs)" if s.hours is None else
                   f"cost: {s.hours:.1f} {unit} for the unique trainings; one training per row would take "
-                  f"{s.hours_one_per_row:.1f} (saved: {s.hours_one_per_row - s.hours:.1f})")
+                  f"{s.hours_one_per_row:.1f} (saved: {s.hours_one_per_row - s.hours:.1f}); what this study has "
+                  f"not measured yet is estimated from {COST_BASIS}")
         return 0
     with study.submitting():
         submitted = jobs.submit(study, rows, executor, retry_failed=args.retry_failed)
@@ -165,9 +167,9 @@ def cmd_plot_iou(args: argparse.Namespace) -> int:
 def cmd_params(args: argparse.Namespace) -> int:
     from .metrics import METRICS
     from .params import Counts, count_plan
-    from .plan import load_plan
+    from .plan import load_plans
 
-    plans = [load_plan(p) for p in args.plans]
+    plans = load_plans(args.plans)
     counts = Counts()  # plans share models: each counted once
     counted = {plan.name: count_plan(plan, counts) for plan in plans}
     if args.json:

@@ -32,11 +32,11 @@ def ours(study: Study, rc: RowConfig) -> dict[str, float]:
     and checkpoint size; the speed `sbrrepro speed` measured."""
     run, training = study.paths.run(rc.key), study.paths.run(rc.train_key)
     done = json.loads(run.done.read_text())
-    coco = done["metrics"] if rc.eval_only else final_metrics(run, done["epochs"])
-    epochs = json.loads(training.done.read_text())["epochs"]
-    out = {**from_coco(coco or {}), **training_footprint(training, epochs)}
+    coco = done["metrics"] if rc.eval_only else final_metrics(run, run.final_step()[0])
+    out = {**from_coco(coco or {}), **training_footprint(training)}
     if (speed := recorded_speed(study.paths).get(rc.key)) is not None:
-        out["speed_fps"] = speed["images_per_s"]
+        out.update(speed_fps=speed["images_per_s"], test_time_s=1 / speed["images_per_s"],
+                   test_mem_GB=speed["peak_memory_GB"])
     return out
 
 
@@ -94,7 +94,7 @@ def collect(study: Study) -> Collected:
                 drawn += figures.kind(plan.figure).draw(study.paths, rows_of_plan, study.paths.figure(plan.name))
             except UserError as e:  # e.g. a training that has not recorded anything yet
                 not_drawn[plan.name] = str(e)
-        if not plan.metrics:
+        if plan.figure or not plan.metrics:  # a figure plan's numbers are its figure's
             continue
         table = Table(f"{plan.paper} {plan.name.split('/')[1]}: {plan.title}", caption(plan, study.scale),
                       ["#", *plan_lead(plan)], plan.metrics, by_plan[plan_path])

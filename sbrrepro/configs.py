@@ -84,20 +84,38 @@ def _set_where(node: Any, type_name: str, **values: Any) -> None:
     _walk(node, lambda d: d.get("type") == type_name and d.update(values))
 
 
+def _iterations(cfg: dict, iters: int, steps: list[int]) -> None:
+    """An iteration schedule: validated at its end, checkpointed every twelfth of it (a preempted
+    job loses little), logged by iteration."""
+    cfg["train_cfg"] = dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=iters)
+    cfg["param_scheduler"][1] = dict(type="MultiStepLR", begin=0, end=iters, by_epoch=False, milestones=steps,
+                                     gamma=0.1)
+    cfg["default_hooks"]["checkpoint"].update(by_epoch=False, interval=max(1, iters // 12))
+    cfg["log_processor"] = {**cfg.get("log_processor", {}), "by_epoch": False}
+    cfg["train_dataloader"]["sampler"] = dict(type="InfiniteSampler", shuffle=True)
+
+
 def _apply_recipe(cfg: dict, recipe: dict[str, Any], epochs: int) -> None:
-    """The paper's recipe; with `epochs` (> 0) the schedule is shortened, its lr steps scaled alike."""
-    steps = list(recipe["lr_steps"])
+    """The paper's recipe; with `epochs` (> 0) the schedule is that many epochs, its lr steps scaled
+    alike (an iteration schedule becomes an epoch one)."""
+    steps, length, scaled = list(recipe["lr_steps"]), recipe["iters"] or recipe["epochs"], bool(epochs)
     if epochs:
-        steps = [max(1, round(s * epochs / recipe["epochs"])) for s in steps]
+        steps = [max(1, round(s * epochs / length)) for s in steps]
     epochs = epochs or recipe["epochs"]
     cfg["train_cfg"] = dict(type="EpochBasedTrainLoop", max_epochs=epochs,
-                            val_interval=min(recipe["val_interval"], epochs))
+                            val_interval=1 if recipe["curves"] else min(recipe["val_interval"], epochs))
     cfg["optim_wrapper"] = dict(type="OptimWrapper", optimizer=dict(recipe["optimizer"]))
+    if recipe["clip_grad"]:
+        cfg["optim_wrapper"]["clip_grad"] = dict(max_norm=recipe["clip_grad"], norm_type=2)
+    if recipe["roi_sampling_ratio"] is not None:
+        _set_where(cfg["model"], "RoIAlign", sampling_ratio=recipe["roi_sampling_ratio"])
     cfg["randomness"] = dict(seed=recipe["seed"])
     cfg["param_scheduler"] = [
-        dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=recipe["warmup_iters"]),
+        dict(type="LinearLR", start_factor=recipe["warmup_ratio"], by_epoch=False, begin=0, end=recipe["warmup_iters"]),
         dict(type="MultiStepLR", begin=0, end=epochs, by_epoch=True, milestones=steps, gamma=0.1),
     ]
+    if recipe["iters"] and not scaled:
+        _iterations(cfg, recipe["iters"], steps)
     cfg["train_dataloader"]["batch_size"] = recipe["images_per_gpu"]
     gpus = recipe["nodes"] * recipe["gpus_per_node"]
     # The paper's total batch: on another number of GPUs the lr is scaled linearly (and flagged).
@@ -134,13 +152,21 @@ def _apply_smoke(cfg: dict, scale: Scale, recipe: dict[str, Any]) -> None:
         backbone.update(depth=18)
     backbone.update(init_cfg=None, frozen_stages=-1, norm_eval=False)
     _set_where(backbone, "SyncBN", type="BN")  # SyncBN needs GPUs in a process group (gloo on CPUs)
-    model["neck"]["in_channels"] = [64, 128, 256, 512]
+    if "neck" in model:
+        model["neck"]["in_channels"] = [64, 128, 256, 512]
+    # Without a neck (ResNet-C4) the heads read ResNet-50's C4 (1024) and, through the res5 shared
+    # head, C5 (2048) widths: ResNet-18's are 256 and 512.
+    _set_where(model, "ResLayer", depth=18, norm_eval=False)
+    _set_where(model, "BN", requires_grad=True)  # from scratch, the caffe-style backbones' BN learns too
+    stage_widths = {1024: 256, 2048: 512} if "neck" not in model else {}
     w = scale.width
 
     def narrow(d: dict) -> None:  # the paper's 256-channel neck and heads (1024-wide fcs) at width w
         for key in ("in_channels", "out_channels", "feat_channels", "conv_out_channels"):
             if d.get(key) == 256:
                 d[key] = w
+            elif isinstance(d.get(key), int) and d[key] in stage_widths:
+                d[key] = stage_widths[d[key]]
         if d.get("fc_out_channels") == 1024:
             d["fc_out_channels"] = 4 * w
 
@@ -153,8 +179,14 @@ def _apply_smoke(cfg: dict, scale: Scale, recipe: dict[str, Any]) -> None:
         te["rpn"].update(nms_pre=scale.proposals_test, max_per_img=scale.proposals_test)
         _set_where(tr["rcnn"], "RandomSampler", num=scale.rcnn_samples)
     _set_where(model, "RoIAlign", sampling_ratio=scale.roi_sampling_ratio)
+    # RoIs map to FPN levels by size (level 0 below finest_scale px): at the paper's 800 px short
+    # side that is 56; scaled with the images, small images still use every level.
+    finest = round(56 * scale.images / 800)
+    _walk(model, lambda d: (d.get("type") == "SingleRoIExtractor" or "finest_scale" in d) and
+          d.update(finest_scale=finest))
     _set_where(cfg, "Resize", scale=(scale.images, scale.images))
-    cfg["train_cfg"]["val_interval"] = cfg["train_cfg"]["max_epochs"]  # evaluate once, at the end
+    if not recipe["curves"]:
+        cfg["train_cfg"]["val_interval"] = cfg["train_cfg"]["max_epochs"]  # evaluate once, at the end
     cfg["param_scheduler"][0]["end"] = scale.warmup_iters
     cfg["optim_wrapper"]["optimizer"]["lr"] = scale.lr_per_image * recipe["images_per_gpu"]
     cfg["auto_scale_lr"]["base_batch_size"] = recipe["images_per_gpu"]  # the lr above is for one process

@@ -28,8 +28,10 @@ class SyntheticSpec:
     val_images: int = 16
     size: int = 128
     max_objects: int = 3
-    min_side: int = 16
-    max_side: int = 64
+    # sides from 8 to 112 px: areas in all three of COCO's size ranges (small below 32^2, large above
+    # 96^2), so every AP_s/AP_m/AP_l column is computed
+    min_side: int = 8
+    max_side: int = 112
     seed: int = 0
 
     def folder_name(self) -> str:

@@ -45,15 +45,22 @@ class RunPaths:
     def submitit(self) -> Path:  # submitit's folder of a job submitted alone
         return self.root / "submitit"
 
-    def checkpoint(self, epochs: int) -> Path:
-        """MMEngine's checkpoint after `epochs` epochs."""
-        return self.root / f"epoch_{epochs}.pth"
+    def checkpoint(self, step: int, unit: str = "epoch") -> Path:
+        """MMEngine's checkpoint after `step` epochs (or iterations: unit 'iter')."""
+        return self.root / f"{unit}_{step}.pth"
+
+    def final_step(self) -> tuple[int, str] | None:
+        """How long a finished training trained: (epochs, 'epoch') or (iterations, 'iter'); None
+        until done.json is there."""
+        if not self.done.exists():
+            return None
+        done = json.loads(self.done.read_text())
+        return (done["iters"], "iter") if "iters" in done else (done["epochs"], "epoch")
 
     def final_checkpoint(self) -> Path | None:
         """The checkpoint of a finished training (None until done.json is there)."""
-        if not self.done.exists():
-            return None
-        return self.checkpoint(json.loads(self.done.read_text())["epochs"])
+        final = self.final_step()
+        return None if final is None else self.checkpoint(*final)
 
     def scalars(self) -> list[Path]:
         """MMEngine's JSON-lines logs, one per start of the run, oldest first (timestamps sort)."""

@@ -33,6 +33,8 @@ METRICS: dict[str, Metric] = {
     "params_K": Metric("# Params (K)", RELATIVE, 0),
     "params_M": Metric("# Params (M)", RELATIVE),
     "speed_fps": Metric("Speed (img/s)", INFORMATIVE),
+    "test_time_s": Metric("Test time (s/img)", INFORMATIVE, 3),
+    "test_mem_GB": Metric("Test memory (GB)", INFORMATIVE),
     "mem_GB": Metric("Mem (GB)", INFORMATIVE),
     "model_MB": Metric("Model (MB)", RELATIVE, 0),
 }

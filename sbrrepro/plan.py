@@ -8,6 +8,7 @@ row-level change of the recipe (for instance a 36-epoch schedule).
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,16 @@ from .schema import Field, one_of, positive, validate
 from .zoo import MODELS
 
 PAPERS = ("sbr-cnn", "groie", "ms-subnet", "scnet", "comask")
+RECIPE_FILE = "recipe.yaml"  # a paper's recipe, beside its plans: `plans/<paper>/*.yaml` names it too
+
+
+def load_plans(paths: Sequence[str | Path]) -> list[Plan]:
+    """The plans among `paths` (a paper's recipe file, which a glob of its folder names, is left
+    out), each checked before any is used."""
+    plans = [load_plan(p) for p in paths if Path(p).name != RECIPE_FILE]
+    if not plans:
+        raise UserError("command line", "plans", f"no plan among {', '.join(map(str, paths))} (only recipes)")
+    return plans
 
 
 def _metrics_check(v: list[str]) -> str | None:
@@ -48,10 +59,19 @@ RECIPE_FIELDS = {
     "dataset": Field(str, check=one_of("coco2017"), help="the paper's dataset"),
     "train_split": Field(str, "train2017"),
     "eval_split": Field(str, "val2017", help="val2017 is COCO minival"),
-    "backbone": Field(str, check=one_of("resnet50_fpn")),
-    "epochs": Field(int, check=positive),
-    "lr_steps": Field(("list", int), check=positive, help="epochs at which the lr drops tenfold"),
+    "backbone": Field(str, check=one_of("resnet50_fpn", "resnet50_c4", "resnet101_fpn"),
+                      help="the paper's backbone; each row's model must build it"),
+    "epochs": Field(int, check=positive, help="the schedule's length in epochs (with `iters`: its equivalent, "
+                    "for cost estimates and scaled-down runs)"),
+    "iters": Field(int, 0, lambda v: None if v >= 0 else f"must be >= 0, got {v}",
+                   "> 0: an iteration schedule of that many iterations; lr_steps are then iterations too"),
+    "lr_steps": Field(("list", int), check=positive, help="epochs (or iterations) at which the lr drops tenfold"),
     "warmup_iters": Field(int, 500),
+    "warmup_ratio": Field(float, 0.001, positive, "the linear warm-up's first lr, as a fraction of lr"),
+    "clip_grad": Field(float, 0.0, lambda v: None if v >= 0 else f"must be >= 0, got {v}",
+                       "gradient clipping: largest L2 norm; 0: none"),
+    "roi_sampling_ratio": Field(int, None, None, "RoIAlign points per bin in every extractor (default: the model's)"),
+    "curves": Field(bool, False, None, "validate after every epoch at every scale, for AP-per-epoch figures"),
     "optimizer": Field(dict),
     "images_per_gpu": Field(int, check=positive),
     "nodes": Field(int, check=positive),
@@ -114,8 +134,9 @@ class Plan:
 def _recipe(data: dict, where: str, prefix: str) -> dict[str, Any]:
     recipe = validate(data, RECIPE_FIELDS, where, prefix)
     recipe["optimizer"] = validate(recipe["optimizer"], OPTIMIZER_FIELDS, where, prefix + "optimizer.")
-    if any(s > recipe["epochs"] for s in recipe["lr_steps"]):
-        raise UserError(where, prefix + "lr_steps", f"steps {recipe['lr_steps']} beyond {recipe['epochs']} epochs")
+    length, unit = (recipe["iters"], "iterations") if recipe["iters"] else (recipe["epochs"], "epochs")
+    if any(s > length for s in recipe["lr_steps"]):
+        raise UserError(where, prefix + "lr_steps", f"steps {recipe['lr_steps']} beyond {length} {unit}")
     return recipe
 
 
@@ -144,9 +165,9 @@ def _load_yaml(path: Path, where: str, field: str | None) -> Any:
         if field is None and isinstance(e, FileNotFoundError) and folder.name == "plans" and folder.is_dir():
             # a path of the old flat layout, plans/<name>.yaml: the plan is plans/<paper>/<name>.yaml now
             papers = [d.name for d in sorted(folder.iterdir()) if (d / path.name).is_file()]
-            if len(papers) == 1:
-                new_path = path.parent / papers[0] / path.name
-                raise UserError(where, None, f"plans are per paper now: use {new_path}") from None
+            if papers:
+                moved = " or ".join(str(path.parent / paper / path.name) for paper in papers)
+                raise UserError(where, None, f"plans are per paper now: use {moved}") from None
         what = "the plan" if field is None else str(path)
         raise UserError(where, field, f"cannot read {what}: {e.strerror}") from None
     try:
@@ -182,6 +203,9 @@ def load_plan(path: str | Path) -> Plan:
         if isinstance(finished, str):
             raise UserError(where, prefix + "options", finished)
         row_recipe = _recipe({**top["recipe"], **r["recipe"]}, where, prefix + "recipe.")
+        if (built := spec.backbone(finished)) != row_recipe["backbone"]:
+            raise UserError(where, prefix + "recipe.backbone", f"the recipe says {row_recipe['backbone']}, but "
+                            f"{r['model']} with these options builds {built}")
         if any(r["row"] == other.number for other in rows):
             raise UserError(where, prefix + "row", f"row {r['row']} appears twice")
         if r["row"] not in published:

@@ -16,7 +16,7 @@ from .configs import RowConfig, Scale, full_scale, smoke_scale, write_configs
 from .dataset import SyntheticSpec, ensure_dataset
 from .errors import UserError
 from .layout import StudyPaths
-from .plan import Plan, Row, load_plan
+from .plan import Plan, Row, load_plans
 from .study import Study
 from .zoo import MODELS
 
@@ -59,7 +59,7 @@ def prepare(plan_files: Sequence[str], study_root: Path, smoke: bool, epochs: in
     the rows; unless `dry_run`, check the COCO splits (full scale) or generate the dataset (smoke)."""
     if epochs is not None and epochs < 1:
         raise UserError("command line", "--epochs", f"must be at least 1, got {epochs}")
-    plans = [load_plan(p) for p in plan_files]  # every plan is checked before anything is written
+    plans = load_plans(plan_files)  # every plan is checked before anything is written
     scale_name = "smoke" if smoke else "full"
     if StudyPaths(study_root).meta.exists():
         Study.open(study_root, scale_name)  # a scale mismatch is an error before anything is written

@@ -25,14 +25,20 @@ def _log_lines(run: RunPaths) -> list[dict[str, Any]]:
     return lines
 
 
-def final_metrics(run: RunPaths, epochs: int) -> dict[str, float] | None:
-    """CocoMetric's output for the evaluation after `epochs` epochs ({} when the model detected
-    nothing, which CocoMetric reports as no result); None when that evaluation has not happened."""
-    found = None
+def epoch_metrics(run: RunPaths) -> dict[int, dict[str, float]]:
+    """CocoMetric's output of every validation, by epoch ({} for one that detected nothing, which
+    CocoMetric reports as no result); a validation run again after a resume replaces the earlier."""
+    found: dict[int, dict[str, float]] = {}
     for line in _log_lines(run):
-        if "loss" not in line and line.get("step") == epochs:
-            found = {k: float(v) for k, v in line.items() if k.startswith("coco/")}
+        if "loss" not in line and "step" in line:
+            found[line["step"]] = {k: float(v) for k, v in line.items() if k.startswith("coco/")}
     return found
+
+
+def final_metrics(run: RunPaths, step: int) -> dict[str, float] | None:
+    """The metrics of the evaluation after `step` epochs (iterations, for an iteration schedule);
+    None when it has not happened."""
+    return epoch_metrics(run).get(step)
 
 
 def read_histograms(path: Path) -> dict[str, Any]:
@@ -54,14 +60,14 @@ def load_histograms(run: RunPaths, population: str) -> tuple[list[float], dict[s
     return data[population]["bin_edges"], total
 
 
-def training_footprint(run: RunPaths, epochs: int) -> dict[str, float]:
+def training_footprint(run: RunPaths) -> dict[str, float]:
     """Table 2's Mem (the most GPU memory a training iteration took, which MMEngine logs on GPUs
     only) and Model (the size of the final checkpoint, optimizer state included, in MiB)."""
     out: dict[str, float] = {}
     memory = [line["memory"] for line in _log_lines(run) if "loss" in line and "memory" in line]
     if memory:
         out["mem_GB"] = max(memory) / 1024  # MMEngine logs MiB
-    checkpoint = run.checkpoint(epochs)
-    if checkpoint.exists():
+    checkpoint = run.final_checkpoint()
+    if checkpoint is not None and checkpoint.exists():
         out["model_MB"] = checkpoint.stat().st_size / 2**20
     return out

@@ -85,15 +85,17 @@ def train_and_evaluate(config: str, run: RunPaths) -> dict[str, Any]:
 
     cfg, runner = _runner(config, run, resume=True)  # from the work dir's last_checkpoint if any
     runner.train()
-    epochs = cfg.train_cfg.max_epochs
+    # an epoch schedule validates (and checkpoints) at epochs, an iteration schedule at iterations
+    final, unit = (cfg.train_cfg.max_iters, "iters") if "max_iters" in cfg.train_cfg else (cfg.train_cfg.max_epochs,
+                                                                                            "epochs")
     # Killed between the last checkpoint and the end of its evaluation? Only rank 0 writes the logs
     # that tell, and every rank must take part in the evaluation: rank 0 decides for all.
-    missing = [final_metrics(run, epochs) is None]
+    missing = [final_metrics(run, final) is None]
     dist.broadcast_object_list(missing)
     if missing[0]:
         runner.val()
-    metrics = final_metrics(run, epochs) or {}
-    summary = {"metrics": metrics, "epochs": epochs, "trainable_params": trainable(runner.model),
+    metrics = final_metrics(run, final) or {}
+    summary = {"metrics": metrics, unit: final, "trainable_params": trainable(runner.model),
                "finished": time.time()}
     if _rank() == 0:
         atomic_write(run.done, json.dumps(summary, indent=1))

@@ -170,3 +170,43 @@ def test_r3_cnn_with_groie_on_both_extractors(smoke):
     losses = train_step(cfg, model)
     assert {"s0.loss_cls", "s1.loss_cls", "s0.loss_mask", "s1.loss_mask"} <= set(losses)
     predict(cfg, model)
+
+
+def test_level_relu_rectifies_each_level_before_the_sum():
+    """The GRoIE authors' code: relu(pre(RoIAlign_i)) per level, then the sum (an identity pre when
+    there is none): negative features of one level no longer cancel another's."""
+    from mmcv.ops import RoIAlign
+
+    from sbrrepro.models.groie import GRoIE
+
+    feats, rois = fpn(channels=16)
+    m = GRoIE(roi_layer=dict(type="RoIAlign", output_size=7, sampling_ratio=2), out_channels=16,
+              featmap_strides=STRIDES, level_relu=True)
+    expected = sum(RoIAlign(7, 1 / s, 2)(f, rois).relu() for f, s in zip(feats, STRIDES))
+    torch.testing.assert_close(m(feats, rois), expected)
+    assert m(feats, rois[:0]).shape == (0, 16, 7, 7)
+
+
+def test_concat_reduces_the_levels_back_to_the_heads_width(tmp_path):
+    """concat, as generated: 4 x 256 channels, a 1x1 conv (with ReLU) back to 256 ahead of the post
+    module; an image without RoIs gets the reduced width too."""
+    import dataclasses
+
+    from conftest import TABLE3
+
+    from sbrrepro.configs import build_config, full_scale
+    from sbrrepro.plan import load_plan
+
+    row = load_plan(TABLE3).rows[0]  # Mask R-CNN
+    row = dataclasses.replace(row, options={**row.options, "groie": True, "groie_aggregation": "concat",
+                                            "groie_post": "conv3x3"})
+    cfg = build_config(row, full_scale(tmp_path))["model"]["roi_head"]["bbox_roi_extractor"]
+    assert (cfg["aggregation"], cfg["out_channels"]) == ("concat", 256)
+    from mmdet.registry import MODELS
+
+    m = MODELS.build(cfg)
+    assert m.out_channels == 1024 and m.post_module[0].conv.in_channels == 1024
+    feats, rois = fpn()
+    assert m(feats, rois).shape == (3, 256, 7, 7)
+    assert m(feats, rois[:0]).shape == (0, 256, 7, 7)
+    assert trainable(m) == (1024 * 256 + 256) + (256 * 256 * 9 + 256)

@@ -78,8 +78,8 @@ def test_bad_yaml_and_missing_file(tmp_path, cli):
 def test_an_old_flat_plan_path_names_the_plan_in_its_paper_folder(cli, tmp_path):
     """Plans were plans/<name>.yaml; they are plans/<paper>/<name>.yaml now."""
     result = cli("run", "plans/table3.yaml", "--smoke", "--dry-run", "--study", str(tmp_path / "s"))
-    _assert_clean_failure(result, "plans/table3.yaml",
-                          "plans/table3.yaml: plans are per paper now: use plans/sbr-cnn/table3.yaml")
+    _assert_clean_failure(result, "plans/table3.yaml", "plans/table3.yaml: plans are per paper now: use ",
+                          "plans/sbr-cnn/table3.yaml", "plans/groie/table3.yaml")
     assert not (tmp_path / "s").exists()
     with pytest.raises(UserError, match="plans are per paper now: use ") as e:
         load_plan(REPO / "plans" / "fig1.yaml")

@@ -9,11 +9,13 @@ from .fcc_heads import FCCBBoxHead, FCCMaskIoUHead
 from .groie import GRoIE
 from .htc_roi_head import HTCMeanMaskRoIHead
 from .iou_recorder import IoUHistogramHook, IoURecordingSampler
+from .ms_subnet import MultiScaleSubnetRoIExtractor
 from .non_local import NonLocal2dK
 from .r3_mask_head import R3MaskHead
 from .r3_roi_head import R3RoIHead
+from .random_level import RandomLevelRoIExtractor
 
 allow_own_checkpoints()
 
 __all__ = ["FCCBBoxHead", "FCCMaskIoUHead", "GRoIE", "HTCMeanMaskRoIHead", "IoUHistogramHook", "IoURecordingSampler",
-           "NonLocal2dK", "R3MaskHead", "R3RoIHead"]
+           "MultiScaleSubnetRoIExtractor", "NonLocal2dK", "R3MaskHead", "R3RoIHead", "RandomLevelRoIExtractor"]

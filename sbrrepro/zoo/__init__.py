@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..schema import Field
+from ._parts import COST_BASIS  # noqa: F401  (what the models' GPU-hour estimates rest on)
 
 Options = dict[str, Any]
 
@@ -41,6 +42,8 @@ class Model:
     # Legend labels of the IoU series its training records (series name -> label), for figures.
     iou_series: Callable[[Options], dict[str, str]] = lambda o: {}
     trains: bool = True  # False: nothing to train or evaluate (counted or computed from annotations)
+    # The backbone it builds, as recipes name it: a plan's recipe must name the same.
+    backbone: Callable[[Options], str] = lambda o: "resnet50_fpn"
 
 
 def _discover() -> dict[str, Model]:

@@ -42,6 +42,10 @@ MASK_RCNN_PER_EPOCH = 35 * 8 / 36
 PER_LOOP_EPOCH = (25 * 8 / 12 - MASK_RCNN_PER_EPOCH) / 3
 
 
+COST_BASIS = ("the SBR-CNN paper's durations on 8 V100s (Mask R-CNN 3x 35 h, 3-loop R^3-CNN 25 h; another "
+              "two-stage model as Mask R-CNN, a cascade stage as a loop)")
+
+
 def hours_per_epoch(loops: int) -> float:
     return MASK_RCNN_PER_EPOCH + PER_LOOP_EPOCH * loops
 
@@ -49,6 +53,11 @@ def hours_per_epoch(loops: int) -> float:
 # ---- IoU recording (figures of the IoU distribution of training RoIs) ---------------------------
 def recording(sampler: dict, series: str) -> dict:
     return dict(type="IoURecordingSampler", series=series, sampler=sampler)
+
+
+def one_rcnn_stage(o: Options) -> dict[str, str]:
+    """The IoU series of a single R-CNN stage, as figures label it."""
+    return {"rcnn": "R-CNN (IoU ≥ 0.5)"}
 
 
 def record_rcnn(model: dict) -> None:
@@ -63,19 +72,21 @@ def record_rcnn(model: dict) -> None:
 
 # ---- backbone add-ons (SBR-CNN Table 11) ---------------------------------------------------------
 ADDON = {"addon": Field(str, "none", one_of("none", "gcnet", "dcn"),
-                        "GC-Net context blocks or DCN in ResNet stages c3-c5")}
+                        "GC-Net context blocks or DCN in ResNet stages c3-c5"),
+         "sync_bn": Field(bool, None, None, "with gcnet: SyncBN trained, or the stock frozen BN (default: as the "
+                          "model's GC-Net config that the SBR-CNN authors link)")}
 
 
-def addon(model: dict, name: str, sync_bn: bool = True) -> None:
-    """GC-Net (context blocks r4 in stages c3-c5; with `sync_bn`, SyncBN trained as in the authors'
-    GC-Net configs, else the stock backbone's BN with frozen statistics) or DCN in stages c3-c5."""
+def addon(model: dict, o: Options, sync_bn: bool) -> None:
+    """GC-Net (context blocks r4 in stages c3-c5; with SyncBN trained, unless the options or else
+    `sync_bn` say the stock backbone's BN with frozen statistics) or DCN in stages c3-c5."""
     backbone = model["backbone"]
-    if name == "gcnet":
+    if o.get("addon") == "gcnet":
         backbone["plugins"] = [dict(cfg=dict(type="ContextBlock", ratio=1.0 / 4), stages=(False, True, True, True),
                                     position="after_conv3")]
-        if sync_bn:
+        if sync_bn if o.get("sync_bn") is None else o["sync_bn"]:
             backbone.update(norm_cfg=dict(type="SyncBN", requires_grad=True), norm_eval=False)
-    elif name == "dcn":
+    elif o.get("addon") == "dcn":
         backbone.update(dcn=dict(type="DCN", deform_groups=1, fallback_on_stride=False),
                         stage_with_dcn=(False, True, True, True))
 
@@ -93,6 +104,7 @@ def _conv(c: int, kernel: int | tuple[int, int], padding: int | tuple[int, int])
 # non-local block with 7x7 kernels; 'attention' the ICPR GRoIE's post module, GeneralizedAttention
 # '0100' (query content x relative position), 6 heads, key/value stride 2, global range.
 GROIE_MODULES = {
+    "conv1x1": lambda c: [_conv(c, 1, 0)],
     "conv3x3": lambda c: [_conv(c, 3, 1)],
     "conv5x5": lambda c: [_conv(c, 5, 2)],
     "conv7x7": lambda c: [_conv(c, 7, 3)],
@@ -106,12 +118,21 @@ GROIE = {
     "groie": Field(bool, False, None, "GRoIE in place of the RoI extractors"),
     "groie_pre": Field(str, None, one_of(*GROIE_MODULES), "GRoIE pre-processing module"),
     "groie_post": Field(str, None, one_of(*GROIE_MODULES), "GRoIE post-processing module"),
+    "groie_aggregation": Field(str, "sum", one_of("sum", "concat"),
+                               "sum the levels, or concatenate them and reduce with a 1x1 conv"),
+    "level_relu": Field(bool, False, None, "a ReLU on each level's (pre-processed) RoI features before "
+                        "aggregating, as the GRoIE authors' code"),
+    "random_level": Field(bool, False, None, "single-level extractors pool each RoI from a level drawn at random"),
 }
 
 
 def finish_groie(o: Options) -> Options | str:
-    if not o["groie"] and (o["groie_pre"] or o["groie_post"]):
-        return "groie_pre / groie_post need groie: true"
+    grown = [k for k in ("groie_pre", "groie_post", "level_relu") if o[k]] + (
+        ["groie_aggregation"] if o["groie_aggregation"] != "sum" else [])
+    if not o["groie"] and grown:
+        return f"{grown[0]} needs groie: true"
+    if o["groie"] and o["random_level"]:
+        return "random_level is for single-level extractors: not with groie: true"
     return o
 
 
@@ -120,12 +141,14 @@ def groie(extractor: dict, o: Options) -> dict:
     post-processed. RoIAlign takes 2 points per bin, as in every GRoIE config of the authors (the
     stock extractors' 0 is adaptive: pooled from P2 too, a large RoI would get hundreds per bin)."""
     if not o["groie"]:
-        return extractor
+        return {**extractor, "type": "RandomLevelRoIExtractor"} if o["random_level"] else extractor
     c = extractor["out_channels"]
+    optional = {**({"aggregation": "concat"} if o["groie_aggregation"] == "concat" else {}),
+                **({"level_relu": True} if o["level_relu"] else {})}
     return dict(type="GRoIE", roi_layer={**extractor["roi_layer"], "sampling_ratio": 2}, out_channels=c,
                 featmap_strides=extractor["featmap_strides"],
                 pre_cfg=GROIE_MODULES[o["groie_pre"]](c) if o["groie_pre"] else None,
-                post_cfg=GROIE_MODULES[o["groie_post"]](c) if o["groie_post"] else None)
+                post_cfg=GROIE_MODULES[o["groie_post"]](c) if o["groie_post"] else None, **optional)
 
 
 def two_stage(path: str, o: Options, sync_bn: bool = True) -> dict:
@@ -134,10 +157,10 @@ def two_stage(path: str, o: Options, sync_bn: bool = True) -> dict:
     cfg = stock(path)
     model = cfg["model"]
     record_rcnn(model)
-    addon(model, o.get("addon", "none"), sync_bn)
+    addon(model, o, sync_bn)
     head = model["roi_head"]
     if "groie" in o:
-        for key in ("bbox_roi_extractor", "mask_roi_extractor"):
+        for key in ("bbox_roi_extractor", "mask_roi_extractor", "grid_roi_extractor"):
             if key in head:
                 head[key] = groie(head[key], o)
     return cfg

@@ -116,7 +116,7 @@ def _r3_cnn(o: Options) -> dict:
     cfg = stock(HTC)
     model = cfg["model"]
     model["type"] = "CascadeRCNN"  # the HTC detector type asks for a semantic branch we do not have
-    addon(model, o["addon"])
+    addon(model, o, sync_bn=True)
     htc = model["roi_head"]
     head_of_loop = [ord(c) - ord("a") for c in o["alternation"]]
     heads = max(head_of_loop) + 1

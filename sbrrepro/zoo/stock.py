@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 from . import Model
-from ._parts import ADDON, GROIE, HTC, MASK_RCNN, Options, finish_groie, hours_per_epoch, stock, two_stage
+from ._parts import (
+    ADDON,
+    GROIE,
+    HTC,
+    MASK_RCNN,
+    Options,
+    finish_groie,
+    hours_per_epoch,
+    one_rcnn_stage,
+    stock,
+    two_stage,
+)
 
 
 def _condinst(o: Options) -> dict:
@@ -22,10 +33,6 @@ def _htc(o: Options) -> dict:
     return cfg
 
 
-def _one_rcnn_stage(o: Options) -> dict[str, str]:
-    return {"rcnn": "positive RoIs (IoU ≥ 0.5)"}
-
-
 def _three_stages(o: Options) -> dict[str, str]:
     return {f"stage{k + 1}": f"stage {k + 1} (IoU ≥ {iou:g})" for k, iou in enumerate((0.5, 0.6, 0.7))}
 
@@ -34,15 +41,18 @@ MODELS = [
     # GC-Net on Mask R-CNN as the SBR-CNN authors link it: MMDetection's config without SyncBN.
     Model("mask_rcnn", "Mask R-CNN", "Mask R-CNN, ResNet-FPN (MMDetection's stock model)",
           lambda o: two_stage(MASK_RCNN, o, sync_bn=False), options={**ADDON, **GROIE}, finish=finish_groie,
-          gpu_hours_per_epoch=lambda o: hours_per_epoch(0), iou_series=_one_rcnn_stage),
+          gpu_hours_per_epoch=lambda o: hours_per_epoch(0), iou_series=one_rcnn_stage),
     Model("faster_rcnn", "Faster R-CNN", "Faster R-CNN, ResNet-FPN; with GRoIE for SBR-CNN Tables 8-10",
           lambda o: two_stage("faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", o), options=dict(GROIE),
-          finish=finish_groie, gpu_hours_per_epoch=lambda o: hours_per_epoch(0), iou_series=_one_rcnn_stage),
+          finish=finish_groie, gpu_hours_per_epoch=lambda o: hours_per_epoch(0), iou_series=one_rcnn_stage),
     Model("htc", "HTC", "Hybrid Task Cascade without the semantic branch", _htc,
           options=dict(ADDON), gpu_hours_per_epoch=lambda o: hours_per_epoch(3), iou_series=_three_stages),
     Model("cascade_mask_rcnn", "Cascade Mask R-CNN", "Cascade Mask R-CNN, ResNet-FPN (MMDetection's stock model)",
           lambda o: two_stage("cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py", o),
           gpu_hours_per_epoch=lambda o: hours_per_epoch(3), iou_series=_three_stages),
+    Model("grid_rcnn", "Grid R-CNN", "Grid R-CNN with its GN head, ResNet-FPN; with GRoIE as the box and grid "
+          "extractors", lambda o: two_stage("grid_rcnn/grid-rcnn_r50_fpn_gn-head_1x_coco.py", o), options=dict(GROIE),
+          finish=finish_groie, gpu_hours_per_epoch=lambda o: hours_per_epoch(0), iou_series=one_rcnn_stage),
     Model("condinst", "CondInst", "CondInst, ResNet-FPN (MMDetection's model)", _condinst,
           gpu_hours_per_epoch=lambda o: hours_per_epoch(0)),
 ]
