@@ -92,6 +92,7 @@ def _iterations(cfg: dict, iters: int, steps: list[int]) -> None:
                                      gamma=0.1)
     cfg["default_hooks"]["checkpoint"].update(by_epoch=False, interval=max(1, iters // 12))
     cfg["log_processor"] = {**cfg.get("log_processor", {}), "by_epoch": False}
+    cfg["default_hooks"]["logger"]["log_metric_by_epoch"] = False  # validations logged at their iteration
     cfg["train_dataloader"]["sampler"] = dict(type="InfiniteSampler", shuffle=True)
 
 
@@ -185,7 +186,7 @@ def _apply_smoke(cfg: dict, scale: Scale, recipe: dict[str, Any]) -> None:
     _walk(model, lambda d: (d.get("type") == "SingleRoIExtractor" or "finest_scale" in d) and
           d.update(finest_scale=finest))
     _set_where(cfg, "Resize", scale=(scale.images, scale.images))
-    if not recipe["curves"]:
+    if not recipe["curves"] and "max_epochs" in cfg["train_cfg"]:  # an iteration schedule validates at its end
         cfg["train_cfg"]["val_interval"] = cfg["train_cfg"]["max_epochs"]  # evaluate once, at the end
     cfg["param_scheduler"][0]["end"] = scale.warmup_iters
     cfg["optim_wrapper"]["optimizer"]["lr"] = scale.lr_per_image * recipe["images_per_gpu"]
