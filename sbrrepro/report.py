@@ -85,14 +85,16 @@ _LATEX = jinja2.Environment(
 \end{table}
 """)
 
-_TEX_ESCAPES = {"&": r"\&", "%": r"\%", "#": r"\#", "_": r"\_", "✓": r"\checkmark",
+_TEX_ESCAPES = {"&": r"\&", "%": r"\%", "#": r"\#", "_": r"\_", "^": r"\textasciicircum{}", "✓": r"\checkmark",
                 "✗": r"$\times$", "–": "--", "Δ": r"$\Delta$", "−": "$-$", "≤": r"$\leq$", "†": r"$^\dagger$"}
 
 
 def _tex(text: str) -> str:
-    escaped = "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
-    escaped = re.sub(r"\^(?!\w)", r"\\textasciicircum{}", escaped)
-    return re.sub(r"\^(\w+)", r"$^{\1}$", escaped)  # R^3-CNN -> R$^{3}$-CNN
+    """Plain text -> LaTeX: a ^ before a word is a superscript (R^3-CNN -> R$^{3}$-CNN), every other
+    character escaped once (an escape's own ^, as in the dagger's, is left alone)."""
+    pieces = re.split(r"\^(\w+)", text)  # text, superscript, text, ...
+    return "".join(f"$^{{{p}}}$" if i % 2 else "".join(_TEX_ESCAPES.get(ch, ch) for ch in p)
+                   for i, p in enumerate(pieces))
 
 
 def to_latex(table: Table) -> str:

@@ -45,6 +45,8 @@ def test_latex_is_escaped_and_grouped():
     assert r"4 & R$^{3}$-CNN & 40.9 & 40.5 & -0.4 & 37.2 & 37.9 & +0.7 & $\times$ \\" in tex
     assert tex.count(r"\cmidrule") == 2 and r"\toprule" in tex and r"\bottomrule" in tex
     assert not any(ord(c) > 127 for c in tex), "plain ASCII, for pdflatex without unicode packages"
+    # the caption's dagger stays a superscript: no ^ escaped inside math mode, which pdflatex refuses
+    assert r"$^\dagger$" in tex and r"\textasciicircum{}\dagger" not in tex
 
 
 def test_terminal_aligns_columns():
