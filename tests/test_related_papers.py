@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -17,6 +18,19 @@ from sbrrepro.plan import load_plan
 from sbrrepro.results import epoch_metrics, final_metrics
 
 MS_SUBNET = REPO / "plans" / "ms-subnet"
+
+
+def _trained(job, tmp_path) -> dict:
+    """Run a training job in a process of its own, as the executors do (MMEngine keeps one
+    visualizer per process: a second runner in a process would log into the first one's folder)."""
+    from conftest import settle
+
+    from sbrrepro.executors import FINISHED, LocalExecutor
+
+    executor, folder = LocalExecutor(), tmp_path / "submitit"
+    job_id = executor.submit(job, folder, "related")
+    assert settle(executor, job_id, folder, timeout=600) == FINISHED
+    return json.loads(RunPaths(Path(job.work_dir)).done.read_text())
 
 
 def test_the_papers_recipes_as_generated(tmp_path):
@@ -58,7 +72,7 @@ def test_an_iteration_schedule_trains_validates_and_checkpoints_by_iteration(tmp
     scale = dataclasses.replace(smoke_scale(data), epochs=0)  # the recipe's own (iteration) schedule
     (rc,) = write_configs(load_plan(path), scale, StudyPaths(tmp_path / "study"))
     run = RunPaths(tmp_path / "run")
-    summary = TrainingJob(str(rc.path), str(run.root))()
+    summary = _trained(TrainingJob(str(rc.path), str(run.root)), tmp_path)
     assert summary["iters"] == 4 and run.final_step() == (4, "iter")
     assert run.final_checkpoint() == run.root / "iter_4.pth" and run.final_checkpoint().exists()
     assert final_metrics(run, 4) == summary["metrics"] and "coco/segm_mAP" in summary["metrics"]
@@ -75,7 +89,7 @@ def test_an_ap_per_epoch_figure_from_a_two_epoch_run(tmp_path):
     plan_path = copy_plan(tmp_path, "groie/fig2", rows=[1])
     paths = StudyPaths(tmp_path / "study")
     (rc,) = write_configs(load_plan(plan_path), dataclasses.replace(smoke_scale(data), epochs=2), paths)
-    TrainingJob(str(rc.path), str(paths.run(rc.train_key).root))()
+    _trained(TrainingJob(str(rc.path), str(paths.run(rc.train_key).root)), tmp_path)
     assert sorted(epoch_metrics(paths.run(rc.train_key))) == [1, 2]
     out = paths.figure("groie/fig2")
     written = ap_curves.draw(paths, [(str(plan_path), rc)], out)
