@@ -7,14 +7,16 @@ independent jobs can go out together as job arrays (`array_parallelism` of them 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
 import signal
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -187,6 +189,28 @@ class Queued(submitit.helpers.Checkpointable):
             return self.fn()
 
 
+@contextlib.contextmanager
+def _standard_streams_closed() -> Iterator[None]:
+    """While inside, this process's standard streams are /dev/null, so that a job controller it
+    starts keeps none of them: a pipe (`sbrrepro run | tee log`) or a captured `run` then ends with
+    `run`, not with the last of its jobs. The jobs write their own log files."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    saved = {}
+    try:
+        for fd in (0, 1, 2):
+            with contextlib.suppress(OSError):  # a stream that is closed already (no stdin) stays so
+                saved[fd] = os.dup(fd)
+                os.dup2(devnull, fd)
+        yield
+    finally:
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(devnull)
+
+
 class LocalExecutor:
     """Runs jobs on this machine through submitit's local executor (jobs outlive `sbrrepro run`).
     Trainings queue on `parallel` slots, so a CPU machine is not oversubscribed."""
@@ -213,7 +237,8 @@ class LocalExecutor:
         # One CPU training per core beats one training on all cores: MMCV's CPU RoIAlign is serial.
         parallel = self.profile.parallel or (1 if gpus else min(4, cores))
         threads = None if gpus else max(1, cores // parallel)
-        return ex.submit(Queued(job, SLOTS_DIR, parallel, threads, after)).job_id
+        with _standard_streams_closed():
+            return ex.submit(Queued(job, SLOTS_DIR, parallel, threads, after)).job_id
 
     def submit_array(self, jobs: Sequence[Callable[[], Any]], folder: Path, name: str) -> list[str]:
         return [self.submit(job, folder, name) for job in jobs]

@@ -181,3 +181,23 @@ def test_a_local_job_waiting_for_a_training_slot_has_not_imported_torch(tmp_path
         fcntl.flock(held, fcntl.LOCK_EX)
         out = subprocess.run([sys.executable, "-c", waiting], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["False"], out.stderr[-2000:]
+
+
+def test_a_local_job_keeps_none_of_the_submitters_output(tmp_path):
+    """`sbrrepro run | tee log` (or a captured `run`) must end when `run` does: the job's controller
+    keeps none of the submitting process's standard streams, while the job goes on."""
+    submitter = ("import functools, time; from pathlib import Path; from sbrrepro.executors import LocalExecutor; "
+                 "print(LocalExecutor().submit(functools.partial(time.sleep, 60), "
+                 f"Path({str(tmp_path)!r}), 'sleeper'))")
+    start = time.time()
+    out = subprocess.run([sys.executable, "-c", submitter], capture_output=True, text=True, timeout=50)
+    returned = time.time() - start
+    job_id = out.stdout.strip()
+    assert out.returncode == 0 and job_id, out.stderr[-2000:]
+    executor = LocalExecutor()
+    try:
+        assert returned < 30, f"the captured submitter returned after {returned:.0f} s, with its job"
+        assert executor.state(job_id, tmp_path) == "running"
+    finally:
+        executor.cancel(job_id, tmp_path)
+        settle(executor, job_id, tmp_path)
