@@ -34,11 +34,11 @@ def _print_states(states, as_json: bool, todo: set[str] | None = None) -> None:
             print(f"    {s.log}:\n" + "\n".join("    | " + line for line in s.log_tail.splitlines()))
 
 
-def _trained(study) -> list:
-    """The study's rows that run jobs."""
+def _trained(rows: list) -> list:
+    """The row configs of (plan file, row config) pairs that run jobs."""
     from .zoo import MODELS
 
-    return [rc for _, rc in study.rows() if MODELS[rc.model].trains]
+    return [rc for _, rc in rows if MODELS[rc.model].trains]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -100,18 +100,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .study import Study
 
     study = Study.open(Path(args.study))
-    _print_states(jobs.states(study, _trained(study)), args.json)
+    _print_states(jobs.states(study, _trained(study.rows())), args.json)
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     from . import jobs
     from .study import Study
-    from .zoo import MODELS
 
     study = Study.open(Path(args.study))
-    chosen = study.select_rows(args.rows) if args.rows else study.rows()
-    cancelled = jobs.cancel(study, [rc for _, rc in chosen if MODELS[rc.model].trains])
+    cancelled = jobs.cancel(study, _trained(study.select_rows(args.rows) if args.rows else study.rows()))
     print(f"cancelled {len(cancelled)} job(s)" + "".join(f"\n  {k}" for k in cancelled))
     return 0
 

@@ -66,7 +66,7 @@ def collect(study: Study) -> Collected:
         state = state_of.get((rc.plan, rc.row))
         metrics = ours(study, rc) if state and state.state == jobs.DONE else {}
         if param_metrics(plan):  # counted on the paper-scale model, whatever the study's scale
-            row = next(r for r in plan.rows if r.number == rc.row)
+            row = plan.row(rc.row)
             metrics |= from_params(counts(row), plan.metrics)
         published = plan.published[rc.row]
         cells, verdict = compare(metrics, published, plan.metrics, plan.tolerance)

@@ -84,39 +84,41 @@ def _set_where(node: Any, type_name: str, **values: Any) -> None:
     _walk(node, lambda d: d.get("type") == type_name and d.update(values))
 
 
-def _iterations(cfg: dict, iters: int, steps: list[int]) -> None:
-    """An iteration schedule: validated at its end, checkpointed every twelfth of it (a preempted
-    job loses little), logged by iteration."""
-    cfg["train_cfg"] = dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=iters)
-    cfg["param_scheduler"][1] = dict(type="MultiStepLR", begin=0, end=iters, by_epoch=False, milestones=steps,
-                                     gamma=0.1)
-    cfg["default_hooks"]["checkpoint"].update(by_epoch=False, interval=max(1, iters // 12))
-    cfg["log_processor"] = {**cfg.get("log_processor", {}), "by_epoch": False}
-    cfg["default_hooks"]["logger"]["log_metric_by_epoch"] = False  # validations logged at their iteration
-    cfg["train_dataloader"]["sampler"] = dict(type="InfiniteSampler", shuffle=True)
+def _apply_schedule(cfg: dict, recipe: dict[str, Any], epochs: int) -> None:
+    """The recipe's schedule; with `epochs` (> 0) that many epochs instead, its lr steps scaled alike
+    (an iteration schedule becomes an epoch one). An iteration schedule is validated at its end,
+    checkpointed every twelfth of it (a preempted job loses little) and logged by iteration."""
+    warmup = dict(type="LinearLR", start_factor=recipe["warmup_ratio"], by_epoch=False, begin=0,
+                  end=recipe["warmup_iters"])
+    iters = 0 if epochs else recipe["iters"]
+    if iters:
+        cfg["train_cfg"] = dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=iters)
+        steps = dict(type="MultiStepLR", begin=0, end=iters, by_epoch=False, milestones=list(recipe["lr_steps"]),
+                     gamma=0.1)
+        cfg["default_hooks"]["checkpoint"].update(by_epoch=False, interval=max(1, iters // 12))
+        cfg["log_processor"] = {**cfg.get("log_processor", {}), "by_epoch": False}
+        cfg["default_hooks"]["logger"]["log_metric_by_epoch"] = False  # validations logged at their iteration
+        cfg["train_dataloader"]["sampler"] = dict(type="InfiniteSampler", shuffle=True)
+    else:
+        milestones = list(recipe["lr_steps"])
+        if epochs:
+            milestones = [max(1, round(m * epochs / (recipe["iters"] or recipe["epochs"]))) for m in milestones]
+        epochs = epochs or recipe["epochs"]
+        cfg["train_cfg"] = dict(type="EpochBasedTrainLoop", max_epochs=epochs,
+                                val_interval=1 if recipe["curves"] else min(recipe["val_interval"], epochs))
+        steps = dict(type="MultiStepLR", begin=0, end=epochs, by_epoch=True, milestones=milestones, gamma=0.1)
+    cfg["param_scheduler"] = [warmup, steps]
 
 
 def _apply_recipe(cfg: dict, recipe: dict[str, Any], epochs: int) -> None:
-    """The paper's recipe; with `epochs` (> 0) the schedule is that many epochs, its lr steps scaled
-    alike (an iteration schedule becomes an epoch one)."""
-    steps, length, scaled = list(recipe["lr_steps"]), recipe["iters"] or recipe["epochs"], bool(epochs)
-    if epochs:
-        steps = [max(1, round(s * epochs / length)) for s in steps]
-    epochs = epochs or recipe["epochs"]
-    cfg["train_cfg"] = dict(type="EpochBasedTrainLoop", max_epochs=epochs,
-                            val_interval=1 if recipe["curves"] else min(recipe["val_interval"], epochs))
+    """The paper's recipe; `epochs` (> 0): that many epochs instead (see `_apply_schedule`)."""
+    _apply_schedule(cfg, recipe, epochs)
     cfg["optim_wrapper"] = dict(type="OptimWrapper", optimizer=dict(recipe["optimizer"]))
     if recipe["clip_grad"]:
         cfg["optim_wrapper"]["clip_grad"] = dict(max_norm=recipe["clip_grad"], norm_type=2)
     if recipe["roi_sampling_ratio"] is not None:
         _set_where(cfg["model"], "RoIAlign", sampling_ratio=recipe["roi_sampling_ratio"])
     cfg["randomness"] = dict(seed=recipe["seed"])
-    cfg["param_scheduler"] = [
-        dict(type="LinearLR", start_factor=recipe["warmup_ratio"], by_epoch=False, begin=0, end=recipe["warmup_iters"]),
-        dict(type="MultiStepLR", begin=0, end=epochs, by_epoch=True, milestones=steps, gamma=0.1),
-    ]
-    if recipe["iters"] and not scaled:
-        _iterations(cfg, recipe["iters"], steps)
     cfg["train_dataloader"]["batch_size"] = recipe["images_per_gpu"]
     gpus = recipe["nodes"] * recipe["gpus_per_node"]
     # The paper's total batch: on another number of GPUs the lr is scaled linearly (and flagged).
@@ -155,10 +157,10 @@ def _apply_smoke(cfg: dict, scale: Scale, recipe: dict[str, Any]) -> None:
     _set_where(backbone, "SyncBN", type="BN")  # SyncBN needs GPUs in a process group (gloo on CPUs)
     if "neck" in model:
         model["neck"]["in_channels"] = [64, 128, 256, 512]
+    _set_where(model, "ResLayer", depth=18, norm_eval=False)  # ResNet-C4's res5 head: ResNet-18's stage 4
+    _set_where(model, "BN", requires_grad=True)  # from scratch, the caffe-style backbones' BN learns too
     # Without a neck (ResNet-C4) the heads read ResNet-50's C4 (1024) and, through the res5 shared
     # head, C5 (2048) widths: ResNet-18's are 256 and 512.
-    _set_where(model, "ResLayer", depth=18, norm_eval=False)
-    _set_where(model, "BN", requires_grad=True)  # from scratch, the caffe-style backbones' BN learns too
     stage_widths = {1024: 256, 2048: 512} if "neck" not in model else {}
     w = scale.width
 

@@ -124,6 +124,10 @@ class Plan:
     rows: list[Row]
     figure: str | None = None  # a figure plan's kind (a module of sbrrepro.figures)
 
+    def row(self, number: int) -> Row:
+        """The row with the paper's row number `number`."""
+        return next(r for r in self.rows if r.number == number)
+
     @property
     def name(self) -> str:
         """Stable identifier: the paper and table, e.g. 'sbr-cnn/table3'."""

@@ -2,10 +2,10 @@
 of that kind. `collect` draws every figure plan of a study; `plot-iou` and `plot-anchors` draw one
 kind with options. A new kind of figure is one module here with
 
-    def draw(study: Study, rows: list[tuple[str, RowConfig]], out: Path, **options) -> list[Path]
+    def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path, **options) -> list[Path]
 
-(rows: the (plan file, row config) pairs to draw; out: the output path without its suffix), which
-raises UserError when what it needs is not there yet.
+(paths: the study's files; rows: the (plan file, row config) pairs to draw; out: the output path
+without its suffix), which raises UserError when what it needs is not there yet.
 """
 
 from __future__ import annotations

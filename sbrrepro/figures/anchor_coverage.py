@@ -182,7 +182,7 @@ def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path, data_r
         data_root, dataset = str(ensure_dataset(paths.data)), f"embedded ({SyntheticSpec().folder_name()})"
     curves: dict[str, dict[str, Any]] = {}
     for plan_path, rc in rows:
-        row = next(r for r in load_plan(plan_path).rows if r.number == rc.row)
+        row = load_plan(plan_path).row(rc.row)
         split = row.recipe["train_split"] if dataset == "COCO" else "train"
         ann = Path(data_root) / "annotations" / f"instances_{split}.json"
         if not ann.exists():
@@ -203,6 +203,6 @@ def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path, data_r
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    paths = save(fig, out)
+    figures = save(fig, out)
     atomic_write(out.with_suffix(".json"), json.dumps(curves, indent=1))
-    return [*paths, out.with_suffix(".json")]
+    return [*figures, out.with_suffix(".json")]

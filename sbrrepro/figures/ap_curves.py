@@ -21,14 +21,16 @@ def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path) -> lis
     """Write out.png and out.pdf; return both paths."""
     if not rows:
         raise UserError(str(paths.root), "rows", "no row to draw")
+    plans = {p: load_plan(p) for p, _ in rows}
+    for path, plan in plans.items():
+        if not plan.metrics or plan.metrics[0] not in COCO_KEYS:
+            raise UserError(path, "metrics", "an AP-per-epoch figure draws its plan's first metric: a COCO AP "
+                            "such as bbox_AP or segm_AP")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     drawn = 0
     for plan_path, rc in rows:
-        plan = load_plan(plan_path)
-        if not plan.metrics or plan.metrics[0] not in COCO_KEYS:
-            raise UserError(plan_path, "metrics", "an AP-per-epoch figure draws its plan's first metric: a COCO AP "
-                            "such as bbox_AP or segm_AP")
+        plan = plans[plan_path]
         metric = plan.metrics[0]
         per_epoch = epoch_metrics(paths.run(rc.train_key))
         epochs = sorted(e for e, m in per_epoch.items() if COCO_KEYS[metric] in m)
@@ -36,10 +38,9 @@ def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path) -> lis
             continue
         line, = ax.plot(epochs, [100 * per_epoch[e][COCO_KEYS[metric]] for e in epochs], marker="o", markersize=3,
                         label=rc.label)
-        row = next(r for r in plan.rows if r.number == rc.row)
         published = number(plan.published[rc.row].get(metric))
         if published is not None:
-            ax.plot([row.recipe["epochs"]], [published], marker="*", markersize=10, color=line.get_color(),
+            ax.plot([plan.row(rc.row).recipe["epochs"]], [published], marker="*", markersize=10, color=line.get_color(),
                     markerfacecolor="none", linestyle="none")
         drawn += 1
     if not drawn:
@@ -48,7 +49,7 @@ def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path) -> lis
                         "(see `sbrrepro status`)")
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"{LABELS[metric]} (%)")
-    ax.set_title(f"{load_plan(rows[0][0]).title} (stars: the paper's final numbers)", fontsize=9)
+    ax.set_title(f"{plans[rows[0][0]].title} (stars: the paper's final numbers)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

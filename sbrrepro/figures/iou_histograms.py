@@ -40,7 +40,7 @@ def panels(paths: StudyPaths, rows: list[tuple[str, RowConfig]], population: str
             raise UserError(str(run.root), None, f"no IoU histograms yet for {rc.plan} row {rc.row}; they are "
                             "written at each epoch's end of its training (see `sbrrepro status`)")
         edges, series = loaded
-        options = next(x.options for x in load_plan(plan_path).rows if x.number == rc.row)
+        options = load_plan(plan_path).row(rc.row).options
         labels = MODELS[rc.model].iou_series(options)
         title = f"({chr(ord('a') + i)}) {MODELS[rc.model].title} ({rc.plan} row {rc.row})"
         out.append(Panel(title, edges, {labels.get(k, k): v for k, v in sorted(series.items())}))

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 from mmcv.cnn import ConvModule
 from mmcv.ops import RoIAlign
+from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
 from mmdet.models.roi_heads.roi_extractors.base_roi_extractor import BaseRoIExtractor
 from mmdet.registry import MODELS
 from mmdet.utils import OptMultiConfig
@@ -67,12 +68,9 @@ class MultiScaleSubnetRoIExtractor(BaseRoIExtractor):
         self.fuse = ConvModule(len(self.branch_sizes) * branch_channels, out_channels, fuse_kernel,
                                padding=fuse_kernel // 2, norm_cfg=None, act_cfg=dict(type="ReLU"))
 
-    def map_roi_levels(self, rois: Tensor, num_levels: int) -> Tensor:
-        """SingleRoIExtractor's rule: level floor(log2(sqrt(w * h) / finest_scale)), clamped to the
-        levels there are (so always 0 with one map). Shape (k,), long."""
-        scale = torch.sqrt((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2]))
-        levels = torch.floor(torch.log2(scale / self.finest_scale + 1e-6))
-        return levels.clamp(min=0, max=num_levels - 1).long()
+    # SingleRoIExtractor's rule (it reads only `finest_scale`): level floor(log2(sqrt(w * h) /
+    # finest_scale)), clamped to the levels there are, so always 0 with one map.
+    map_roi_levels = SingleRoIExtractor.map_roi_levels
 
     def _crop(self, layers: nn.ModuleList, feats: Sequence[Tensor], rois: Tensor, levels: Tensor) -> Tensor:
         """Every RoI cropped from its own level by that level's layer of one branch."""
