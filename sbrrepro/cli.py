@@ -1,4 +1,5 @@
-"""The `sbrrepro` command: run, status, cancel, collect, params, speed, plot-iou, plot-anchors.
+"""The `sbrrepro` command: run, status, cancel, collect, import-stats, local-server, params, speed,
+plot-iou, plot-anchors.
 
 Data flows plan -> configs -> jobs -> results -> report; each command parses its arguments, calls
 its stage and prints. Bad input ends with one line on stderr and exit status 2.
@@ -19,19 +20,35 @@ from .errors import UserError
 DEFAULT_STUDY = Path("studies/default")
 
 
-def _print_states(states, as_json: bool, todo: set[str] | None = None) -> None:
-    """A line per row, or with as_json a JSON list; `todo` (dry run) marks what would be submitted."""
+def _unrun_state(plan, row) -> dict:
+    """A cited or derived row, as `status` and the dry run show it."""
+    if row.cited is not None:
+        return {"plan": plan.name, "row": row.number, "label": row.label, "state": "cited", "cited": row.cited}
+    return {"plan": plan.name, "row": row.number, "label": row.label, "state": "derived",
+            "derived": f"row {row.derived[0]} - row {row.derived[1]}"}
+
+
+def _print_states(states, as_json: bool, todo: set[str] | None = None, unrun: list | None = None) -> None:
+    """A line per row, or with as_json a JSON list; `todo` (dry run) marks what would be submitted;
+    `unrun`: the (plan, row) pairs of cited and derived rows, shown after the rows with jobs."""
+    others = [_unrun_state(plan, row) for plan, row in unrun or []]
     if as_json:
         extra = (lambda s: {"would_submit": s.key in todo}) if todo is not None else (lambda s: {})
-        print(json.dumps([{**s.to_json(), **extra(s)} for s in states], indent=1))
+        print(json.dumps([{**s.to_json(), **extra(s)} for s in states] + others, indent=1))
         return
-    width = max((len(s.label) for s in states), default=5)
+    width = max((len(s["label"]) for s in [*map(dataclasses.asdict, states), *others]), default=5)
+    key_width = max((len(s.key) for s in states), default=0)
     for s in states:
         job = f"{s.executor} job {s.job_id}" if s.job_id else ""
         shared = f"evaluates {s.train_key}" if s.eval_only else ""
-        print(f"{s.plan:<18} row {s.row:<3} {s.label:<{width}}  {s.state:<8} {s.key:<22} {job:<18} {shared}")
+        print(f"{s.plan:<18} row {s.row:<3} {s.label:<{width}}  {s.state:<8} {s.key:<{key_width}} {job:<18} {shared}")
+        for upload in s.uploads:
+            print(f"    for the evaluation server: {upload}")
         if s.log_tail:
             print(f"    {s.log}:\n" + "\n".join("    | " + line for line in s.log_tail.splitlines()))
+    for o in others:
+        print(f"{o['plan']:<18} row {o['row']:<3} {o['label']:<{width}}  {o['state']:<8} "
+              f"{o.get('cited') or o['derived']}")
 
 
 def _trained(rows: list) -> list:
@@ -54,7 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     rows = [rc for _, rc in trained]
     if args.dry_run:
         todo = jobs.would_submit(study, rows, args.retry_failed)
-        _print_states(jobs.states(study, rows), args.json, todo)
+        unrun = [(plan, row) for plan in prepared.plans for row in plan.rows if row.model is None]
+        _print_states(jobs.states(study, rows), args.json, todo, unrun)
         if not args.json:
             s = summarize(trained, study.paths, study.scale)
             print(f"dry run: {s.rows} row(s), {s.trainings} unique training(s), {s.evaluations} "
@@ -62,6 +80,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             if counted := len(prepared.rows) - len(trained):
                 print(f"{counted} row(s) need no job: their numbers are counted or computed "
                       "(`sbrrepro params`, `sbrrepro collect`)")
+            cited = sum(row.cited is not None for _, row in unrun)
+            if cited or unrun:
+                print(f"{cited} cited row(s) (another paper's published numbers, no verdict) and "
+                      f"{len(unrun) - cited} derived line(s) (computed from other rows by `sbrrepro collect`): no job")
             unit = "GPU-hours" if study.scale == "full" else "process-hours"
             print("cost: unknown until measured (`collect` measures finished runs)" if s.hours is None else
                   f"cost: {s.hours:.1f} {unit} for the unique trainings; one training per row would take "
@@ -87,7 +109,11 @@ def _wait(study, rows, poll_s: float = 5.0) -> int:
             if seen.get(s.key) != s.state:
                 seen[s.key] = s.state
                 print(f"{time.strftime('%H:%M:%S')} {s.key}: {s.state}", flush=True)
-        if all(s.state in (jobs.DONE, jobs.FAILED) for s in states):
+        if all(s.state in (jobs.DONE, jobs.AWAITING, jobs.FAILED) for s in states):
+            for s in states:
+                if s.state == jobs.AWAITING:
+                    print(f"{s.plan} row {s.row} awaits the evaluation server: upload {', '.join(s.uploads)}, then "
+                          f"`sbrrepro import-stats {s.plan}:{s.row} STATS.json`")
             failed = [s for s in states if s.state == jobs.FAILED]
             for s in failed:
                 print(f"failed: {s.plan} row {s.row} ({s.key}); log: {s.log}", file=sys.stderr)
@@ -97,10 +123,39 @@ def _wait(study, rows, poll_s: float = 5.0) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from . import jobs
+    from .plan import load_plan
     from .study import Study
 
     study = Study.open(Path(args.study))
-    _print_states(jobs.states(study, _trained(study.rows())), args.json)
+    registered = study.rows()
+    plans = [load_plan(p) for p in dict.fromkeys(p for p, _ in registered)]
+    unrun = [(plan, row) for plan in plans for row in plan.rows if row.model is None]
+    _print_states(jobs.states(study, _trained(registered)), args.json, unrun=unrun)
+    return 0
+
+
+def cmd_import_stats(args: argparse.Namespace) -> int:
+    from .server import import_stats
+    from .study import Study
+
+    stats = import_stats(Study.open(Path(args.study)), args.row, Path(args.stats))
+    print(f"imported {len(stats)} stats for {args.row}; `sbrrepro collect` reports them")
+    return 0
+
+
+def cmd_local_server(args: argparse.Namespace) -> int:
+    from .prepare import scale_of
+    from .server import local_server
+    from .study import Study
+
+    study = Study.open(Path(args.study))
+    stats = local_server(study, args.row, scale_of(study.root, True, None, None).data_root)
+    text = json.dumps(stats, indent=1)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+        print(f"stats: {args.out}")
+    else:
+        print(text)
     return 0
 
 
@@ -266,6 +321,21 @@ def parser() -> argparse.ArgumentParser:
     study_arg(collect)
     collect.add_argument("--json", action="store_true")
     collect.set_defaults(func=cmd_collect)
+
+    stats = sub.add_parser("import-stats", help="store the stats COCO's evaluation server returned for a "
+                           "test-dev row (`collect` then reports them)")
+    stats.add_argument("row", help="the row, as PLAN:N (e.g. scnet/table1:9)")
+    stats.add_argument("stats", help="JSON: per IoU type ('bbox', 'segm') the 12 numbers of COCOeval's summary, "
+                       "as fractions")
+    study_arg(stats)
+    stats.set_defaults(func=cmd_import_stats)
+
+    server = sub.add_parser("local-server", help="smoke studies: score a test-dev row's uploads as the evaluation "
+                            "server would, against the embedded dataset's withheld annotations")
+    server.add_argument("row", help="the row, as PLAN:N (e.g. scnet/table1:9)")
+    study_arg(server)
+    server.add_argument("--out", help="write the stats here (the file import-stats reads; default: print them)")
+    server.set_defaults(func=cmd_local_server)
 
     params = sub.add_parser("params", help="each row's trainable parameters beside the published count")
     params.add_argument("plans", nargs="+", help="plan files, e.g. plans/sbr-cnn/table6.yaml")

@@ -15,7 +15,7 @@ from .errors import UserError
 from .files import atomic_write
 from .metrics import PARAM_UNITS, VOCABULARY, from_coco, from_params
 from .params import Counts, param_metrics
-from .plan import Plan, load_plan
+from .plan import Plan, Row, load_plan
 from .report import Table, to_latex, to_markdown
 from .results import final_metrics, training_footprint
 from .speed import recorded as recorded_speed
@@ -24,6 +24,19 @@ from .verify import compare
 from .zoo import MODELS
 
 SCALED_MARK = "†"
+CITED = "cited"  # the verdict of a cited row: another paper's published numbers, not reproduced
+
+
+def _about(plan: Plan, row: Row, rc: RowConfig | None, state: jobs.RowState | None) -> dict[str, Any]:
+    """A row's identity and state in results.json."""
+    if state is not None:
+        return state.to_json()
+    about = {"plan": plan.name, "row": row.number, "label": row.label}
+    if row.cited is not None:
+        return {**about, "state": "cited", "cited": row.cited}
+    if row.derived:
+        return {**about, "state": "derived", "derived": list(row.derived)}
+    return {**about, "state": "counted"}
 
 
 def ours(study: Study, rc: RowConfig) -> dict[str, float]:
@@ -31,8 +44,10 @@ def ours(study: Study, rc: RowConfig) -> dict[str, float]:
     evaluation-only row, in what its evaluation job kept of `runner.test()`; the training's memory
     and checkpoint size; the speed `sbrrepro speed` measured."""
     run, training = study.paths.run(rc.key), study.paths.run(rc.train_key)
-    done = json.loads(run.done.read_text())
-    coco = done["metrics"] if rc.eval_only else final_metrics(run, run.final_step()[0])
+    if run.server_stats.exists():  # scored by the evaluation server
+        coco = json.loads(run.server_stats.read_text())
+    else:
+        coco = json.loads(run.done.read_text())["metrics"] if rc.eval_only else final_metrics(run, run.final_step()[0])
     out = {**from_coco(coco or {}), **training_footprint(training)}
     if (speed := recorded_speed(study.paths).get(rc.key)) is not None:
         out.update(speed_fps=speed["images_per_s"], test_time_s=1 / speed["images_per_s"],
@@ -61,27 +76,34 @@ def collect(study: Study) -> Collected:
     counts = Counts(study.paths.params)
 
     rows, by_plan = [], {}
-    for plan_path, rc in registered:
-        plan = plans[plan_path]
-        state = state_of.get((rc.plan, rc.row))
-        metrics = ours(study, rc) if state and state.state == jobs.DONE else {}
-        if param_metrics(plan):  # counted on the paper-scale model, whatever the study's scale
-            row = plan.row(rc.row)
-            metrics |= from_params(counts(row), plan.metrics)
-        published = plan.published[rc.row]
-        cells, verdict = compare(metrics, published, plan.metrics, plan.tolerance)
-        if study.scale == "smoke" and verdict != "–" and not counted_only(plan):
-            verdict = "smoke"  # synthetic data: the numbers are real but not comparable with the paper
-        prov_path = study.paths.run(rc.train_key).provenance
-        prov = json.loads(prov_path.read_text()) if prov_path.exists() else None
-        about = state.to_json() if state else {"plan": rc.plan, "row": rc.row, "label": rc.label,
-                                               "state": "counted"}
-        rows.append({**about, "metrics": metrics,
-                     "published": {m: cells[m].published for m in plan.metrics},
-                     "diff": {m: cells[m].diff for m in plan.metrics}, "verdict": verdict, "provenance": prov})
-        lead = [str(rc.row), *(published[k] for k in plan_lead(plan))]
-        mark = SCALED_MARK if prov and prov["lr_scaled"] else ""
-        by_plan.setdefault(plan_path, []).append((lead, cells, verdict + mark))
+    for plan_path, plan in plans.items():
+        configs = {rc.row: rc for p, rc in registered if p == plan_path}
+        metrics_of: dict[int, dict[str, float]] = {}
+        for row in plan.rows:  # a derived line follows the rows it is computed from
+            rc = configs.get(row.number)
+            state = state_of.get((plan.name, row.number))
+            if row.derived:
+                a, b = (metrics_of.get(n, {}) for n in row.derived)
+                metrics = {m: round(a[m] - b[m], 6) for m in plan.metrics if m in a and m in b}
+            else:
+                metrics = ours(study, rc) if state and state.state == jobs.DONE else {}
+            if param_metrics(plan) and row.model is not None:  # counted on the paper-scale model, at any scale
+                metrics |= from_params(counts(row), plan.metrics)
+            metrics_of[row.number] = metrics
+            published = plan.published[row.number]
+            cells, verdict = compare(metrics, published, plan.metrics, plan.tolerance)
+            if row.cited is not None:
+                verdict = CITED  # another paper's result: nothing of ours to judge
+            elif study.scale == "smoke" and verdict != "–" and not counted_only(plan):
+                verdict = "smoke"  # synthetic data: the numbers are real but not comparable with the paper
+            prov_path = study.paths.run(rc.train_key).provenance if rc else None
+            prov = json.loads(prov_path.read_text()) if prov_path and prov_path.exists() else None
+            rows.append({**_about(plan, row, rc, state), "metrics": metrics,
+                         "published": {m: cells[m].published for m in plan.metrics},
+                         "diff": {m: cells[m].diff for m in plan.metrics}, "verdict": verdict, "provenance": prov})
+            lead = [str(row.number), *(published[k] for k in plan_lead(plan))]
+            mark = SCALED_MARK if prov and prov["lr_scaled"] else ""
+            by_plan.setdefault(plan_path, []).append((lead, cells, verdict + mark))
 
     costs = {rc.train_key: h for _, rc in registered if (h := measured(study.paths.run(rc.train_key))) is not None}
     atomic_write(study.paths.costs, json.dumps(costs, indent=1))
@@ -125,6 +147,11 @@ def caption(plan: Plan, scale: str) -> str:
         return text + " Counted on the paper-scale model, without training, whatever the study's scale."
     text += (f" {SCALED_MARK} trained with another total batch than the paper's (other GPU count), "
              "lr scaled linearly.")
+    for row in plan.rows:
+        if row.cited is not None:
+            text += f" Row {row.number}: {CITED} ({row.cited}), not reproduced: the paper's number only."
+        elif row.derived:
+            text += f" Row {row.number}: row {row.derived[0]} − row {row.derived[1]}, ours computed from ours."
     if scale == "smoke":
         text += (" Smoke scale: trained and evaluated on sbrrepro's small synthetic dataset with ResNet-18, "
                  "so Ours is not comparable with the paper (no verdict).")

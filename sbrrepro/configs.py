@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .dataset import CLASSES
+from .dataset import CLASSES, SEMANTIC_CLASSES
 from .files import atomic_write
 from .layout import StudyPaths
 from .plan import Plan, Row
@@ -29,6 +29,10 @@ from .zoo import MODELS
 
 PLUGINS = "sbrrepro.models"
 HASH_LEN = 12
+# Splits whose annotations are withheld (COCO's evaluation server scores them) -> the split that the
+# rows' trainings validate on: a test-dev row evaluates the training that its val2017 rows share.
+SERVER_SPLITS = {"test-dev2017": "val2017"}
+SEMANTIC_HEADS = ("FusedSemanticHead", "SCNetSemanticHead")  # their classes are the stuff maps' own
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class Scale:
     data_root: Path
     data_id: str  # what the data is, for keys: 'coco', or the synthetic dataset's folder name
     classes: tuple[str, ...] | None = None  # None: the dataset's own (COCO's 80)
+    semantic_classes: int | None = None  # labels of the semantic maps; None: COCO-stuff's 183
     epochs: int = 0  # > 0: train this many epochs instead of the recipe's, lr steps scaled alike
     # smoke only:
     images: int = 128
@@ -51,11 +56,24 @@ class Scale:
     warmup_iters: int = 0
     clip_grad: float | None = None
 
+    def _name(self, role: str, split: str) -> str:
+        """COCO's own split names, or the synthetic dataset's three (train, val, test)."""
+        if self.name == "full":
+            return split
+        return "test" if split in SERVER_SPLITS else role
+
     def files(self, role: str, split: str) -> tuple[str, str]:
         """Annotation file and image folder, relative to the data root, of a recipe's split
-        (`role`: 'train' or 'val'): COCO's own split names, or the synthetic dataset's two."""
-        name = split if self.name == "full" else role
+        (`role`: 'train' or 'val'); a split of the evaluation server has image information only."""
+        name = self._name(role, split)
+        if split in SERVER_SPLITS:
+            images = "test2017/" if self.name == "full" else f"{name}/"
+            return f"annotations/image_info_{name}.json", images
         return f"annotations/instances_{name}.json", f"{name}/"
+
+    def semantic_maps(self, role: str, split: str) -> str:
+        """The folder of a split's semantic segmentation maps (COCO-stuff's stuff and thing labels)."""
+        return f"stuffthingmaps/{self._name(role, split)}/"
 
 
 def full_scale(coco_root: Path) -> Scale:
@@ -63,8 +81,8 @@ def full_scale(coco_root: Path) -> Scale:
 
 
 def smoke_scale(dataset_root: Path) -> Scale:
-    return Scale("smoke", dataset_root, dataset_root.name, classes=CLASSES, epochs=12, images=128, width=64,
-                 lr_per_image=0.005, warmup_iters=50, clip_grad=35.0)
+    return Scale("smoke", dataset_root, dataset_root.name, classes=CLASSES, semantic_classes=SEMANTIC_CLASSES,
+                 epochs=12, images=128, width=64, lr_per_image=0.005, warmup_iters=50, clip_grad=35.0)
 
 
 # ---- recipe and scale ----------------------------------------------------------------------------
@@ -118,6 +136,9 @@ def _apply_recipe(cfg: dict, recipe: dict[str, Any], epochs: int) -> None:
         cfg["optim_wrapper"]["clip_grad"] = dict(max_norm=recipe["clip_grad"], norm_type=2)
     if recipe["roi_sampling_ratio"] is not None:
         _set_where(cfg["model"], "RoIAlign", sampling_ratio=recipe["roi_sampling_ratio"])
+    if recipe["test_score_thr"] is not None:
+        _walk(cfg["model"]["test_cfg"]["rcnn"],
+              lambda d: "score_thr" in d and d.update(score_thr=recipe["test_score_thr"]))
     cfg["randomness"] = dict(seed=recipe["seed"])
     cfg["train_dataloader"]["batch_size"] = recipe["images_per_gpu"]
     gpus = recipe["nodes"] * recipe["gpus_per_node"]
@@ -127,28 +148,46 @@ def _apply_recipe(cfg: dict, recipe: dict[str, Any], epochs: int) -> None:
 
 
 def _apply_data(cfg: dict, scale: Scale, recipe: dict[str, Any], root: str) -> None:
-    """The dataset of the recipe's splits under `root` (the data root, or its identity for the key)."""
+    """The dataset of the recipe's splits under `root` (the data root, or its identity for the key);
+    semantic maps where the model's pipeline loads them. A split of the evaluation server is the
+    test set (validation is on the split its training validates on): its images are loaded
+    without annotations and its detections written as files for the server, not scored."""
+    server = recipe["eval_split"] in SERVER_SPLITS
+    val_split = SERVER_SPLITS.get(recipe["eval_split"], recipe["eval_split"])
     for loader, role, split in (("train_dataloader", "train", recipe["train_split"]),
-                                ("val_dataloader", "val", recipe["eval_split"])):
+                                ("val_dataloader", "val", val_split)):
         ann, img = scale.files(role, split)
         ds = cfg[loader]["dataset"]
-        ds.update(data_root=root, ann_file=ann, data_prefix=dict(img=img))
+        prefix = dict(img=img, **({"seg": scale.semantic_maps(role, split)} if "seg" in ds["data_prefix"] else {}))
+        ds.update(data_root=root, ann_file=ann, data_prefix=prefix)
         if scale.classes:
             ds["metainfo"] = dict(classes=scale.classes)
     cfg["test_dataloader"] = copy.deepcopy(cfg["val_dataloader"])
     # CocoMetric does not join ann_file with data_root.
-    cfg["val_evaluator"]["ann_file"] = root + scale.files("val", recipe["eval_split"])[0]
+    cfg["val_evaluator"]["ann_file"] = root + scale.files("val", val_split)[0]
     cfg["test_evaluator"] = copy.deepcopy(cfg["val_evaluator"])
+    if server:
+        ann, img = scale.files("val", recipe["eval_split"])
+        test = cfg["test_dataloader"]["dataset"]
+        test.update(ann_file=ann, data_prefix=dict(img=img),
+                    pipeline=[t for t in test["pipeline"] if t["type"] != "LoadAnnotations"])
+        # The job sets where the files go (its work dir); the key must not depend on it.
+        cfg["test_evaluator"].update(ann_file=root + ann, format_only=True, outfile_prefix="detections")
 
 
 def _apply_smoke(cfg: dict, scale: Scale, recipe: dict[str, Any]) -> None:
     model = cfg["model"]
     n = len(scale.classes or ())
-    _walk(model, lambda d: "num_classes" in d and d.update(num_classes=n))
+    _walk(model, lambda d: "num_classes" in d and d.update(
+        num_classes=scale.semantic_classes if d.get("type") in SEMANTIC_HEADS else n))
     # ResNet-18 from scratch: nothing pretrained to freeze or to keep the BN statistics of. GC-Net's
     # context blocks and DCN exist in bottleneck blocks only: there, a ResNet-50 with a quarter of its
     # channels has ResNet-18's stage widths (64-512).
     backbone = model["backbone"]
+    if backbone["type"] == "ResNeXt":  # ResNeXt has no depth 18: the same ResNet-18 as every row
+        backbone["type"] = "ResNet"
+        for key in ("groups", "base_width"):
+            backbone.pop(key)
     if backbone.get("plugins") or backbone.get("dcn"):
         backbone.update(depth=50, base_channels=16)
     else:
@@ -165,13 +204,15 @@ def _apply_smoke(cfg: dict, scale: Scale, recipe: dict[str, Any]) -> None:
     w = scale.width
 
     def narrow(d: dict) -> None:  # the paper's 256-channel neck and heads (1024-wide fcs) at width w
-        for key in ("in_channels", "out_channels", "feat_channels", "conv_out_channels"):
+        for key in ("in_channels", "out_channels", "feat_channels", "conv_out_channels", "out_conv_channels"):
             if d.get(key) == 256:
                 d[key] = w
             elif isinstance(d.get(key), int) and d[key] in stage_widths:
                 d[key] = stage_widths[d[key]]
         if d.get("fc_out_channels") == 1024:
             d["fc_out_channels"] = 4 * w
+        if d.get("type") == "FeatureRelayHead":  # reads the box head's 1024-wide shared fc features
+            d["in_channels"] = 4 * w
 
     for part, sub in model.items():
         if part not in ("backbone", "data_preprocessor", "train_cfg", "test_cfg"):
@@ -290,13 +331,20 @@ def _write(paths: StudyPaths, plan: Plan, row: Row, scale: Scale, what: str) -> 
     return path, key
 
 
+def training_row(row: Row) -> Row:
+    """The training a row needs: its test-time-only options set as that training evaluates itself,
+    and validated on the split its tables share where the row's split is scored by the server."""
+    recipe = {**row.recipe, "eval_split": SERVER_SPLITS.get(row.recipe["eval_split"], row.recipe["eval_split"])}
+    return dataclasses.replace(row, options=MODELS[row.model].training(row.options), recipe=recipe)
+
+
 def write_configs(plan: Plan, scale: Scale, paths: StudyPaths) -> list[RowConfig]:
-    """Write each row's config (identical content, identical key), and for an evaluation-only row
-    also the config of the training it evaluates (-train-)."""
+    """Write the config of each row with a model (identical content, identical key), and for an
+    evaluation-only row also the config of the training it evaluates (-train-)."""
     out = []
-    for row in plan.rows:
+    for row in plan.model_rows:
         path, key = _write(paths, plan, row, scale, "")
-        training = dataclasses.replace(row, options=MODELS[row.model].training(row.options))
+        training = training_row(row)
         train_path, train_key = (path, key) if training == row else _write(paths, plan, training, scale, "-train")
         if train_key == key:
             train_path = path

@@ -1,8 +1,30 @@
-"""The embedded default dataset: small synthetic COCO-format instance segmentation.
+"""The embedded default dataset: small synthetic COCO-format instance and semantic segmentation.
 
-Images hold a few filled polygons of three shape classes on a noisy background. Each object is
-annotated with its polygon, box and area exactly as COCO does, so the real MMDetection pipeline
-(CocoDataset, polygon masks, CocoMetric with pycocotools) runs unchanged on it.
+Images hold a few filled polygons of three shape classes ("things") on a background split into two
+textured "stuff" regions. Each object is annotated with its polygon, box and area exactly as COCO does,
+so the real MMDetection pipeline (CocoDataset, polygon masks, CocoMetric with pycocotools) runs
+unchanged on it. Most images hold at least two distinct classes (multi-label targets for SCNet's
+global-context head), the objects never overlap, and their sides span all three of COCO's size ranges.
+
+Layout under the root (named by `SyntheticSpec.folder_name()`), after COCO and COCO-stuff:
+
+    train/, val/, test/                      the images, 00000.png, 00001.png, ...
+    annotations/instances_train.json         COCO instances (images, annotations, categories)
+    annotations/instances_val.json
+    annotations/image_info_test.json         the test split as COCO's image_info_test-dev2017.json: info,
+                                             licenses, images, categories and no annotations
+    withheld/instances_test.json             the test split's ground truth, kept out of annotations/
+    stuffthingmaps/{train,val}/<stem>.png    uint8 label maps (HTC's semantic branch): thing pixels hold
+                                             category_id - 1 (0..len(CLASSES)-1), the two background
+                                             regions len(CLASSES) + their index in STUFF, and background
+                                             pixels on a 2 px border 255 (ignore)
+
+The background of each image is cut by a random straight line through its middle half; one side is
+painted "noise" (flat grey with Gaussian noise), the other "stripes" (orange-brown two-tone stripes of
+random angle and 6-10 px period), so the stuff classes differ in colour and texture. Image pixels,
+label-map pixels and the annotations' masks come from the same pycocotools rasterisation of each
+polygon, so they coincide exactly. Every fourth image of a split holds a large object (a square or
+circle above 96^2 px), so each split has objects in all three of COCO's size ranges.
 """
 
 from __future__ import annotations
@@ -16,8 +38,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from pycocotools import mask as mask_utils
 
 CLASSES = ("circle", "square", "triangle")
+STUFF = ("noise", "stripes")  # the background's classes, labels len(CLASSES) + index in the stuff maps
+SEMANTIC_CLASSES = len(CLASSES) + len(STUFF)
+IGNORE_LABEL = 255
+BORDER = 2  # px of background at the image's edge labelled IGNORE_LABEL in the stuff maps
 
 
 @dataclass(frozen=True)
@@ -26,8 +53,9 @@ class SyntheticSpec:
 
     train_images: int = 48
     val_images: int = 16
+    test_images: int = 16
     size: int = 128
-    max_objects: int = 3
+    max_objects: int = 4
     # sides from 8 to 112 px: areas in all three of COCO's size ranges (small below 32^2, large above
     # 96^2), so every AP_s/AP_m/AP_l column is computed
     min_side: int = 8
@@ -35,9 +63,9 @@ class SyntheticSpec:
     seed: int = 0
 
     def folder_name(self) -> str:
-        return "shapes-{train_images}-{val_images}-{size}-{max_objects}-{min_side}-{max_side}-{seed}".format(
-            **asdict(self)
-        )
+        # "v2": the layout with stuff maps and a test split; no folder of the first layout is reused
+        return ("shapes-v2-{train_images}-{val_images}-{test_images}-{size}-{max_objects}-{min_side}-{max_side}"
+                "-{seed}").format(**asdict(self))
 
 
 def _shape_polygon(kind: str, cx: float, cy: float, side: float, angle: float) -> np.ndarray:
@@ -54,57 +82,127 @@ def _shape_polygon(kind: str, cx: float, cy: float, side: float, angle: float) -
     return pts @ rot.T + np.array([cx, cy])
 
 
-def _make_image(rng: np.random.Generator, spec: SyntheticSpec) -> tuple[np.ndarray, list[dict]]:
-    img = rng.normal(110, 25, (spec.size, spec.size, 3)).clip(0, 255).astype(np.uint8)
-    occupied: list[tuple[float, float, float, float]] = []
+def _rasterise(flat_poly: list[float], size: int) -> np.ndarray:
+    """The polygon's mask (bool, size x size) as pycocotools' annToMask (and MMDetection's
+    PolygonMasks) draw it."""
+    rle = mask_utils.merge(mask_utils.frPyObjects([flat_poly], size, size))
+    return mask_utils.decode(rle).astype(bool)
+
+
+def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The textured background and its stuff index per pixel (0: noise, 1: stripes)."""
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    # the split: a straight line through a random point of the image's middle half, at a random angle
+    # (the angle in [0, 2 pi) also picks which side is which)
+    px, py = rng.uniform(0.25 * size, 0.75 * size, 2)
+    theta = float(rng.uniform(0, 2 * math.pi))
+    region = ((xs - px) * math.cos(theta) + (ys - py) * math.sin(theta) > 0).astype(np.uint8)
+
+    noise = rng.normal(110, 25, (size, size, 3))
+    phi, period, phase = float(rng.uniform(0, math.pi)), float(rng.uniform(6, 10)), float(rng.uniform(0, 10))
+    on = (np.floor((xs * math.cos(phi) + ys * math.sin(phi) + phase) / (period / 2)) % 2).astype(bool)
+    stripes = np.where(on[..., None], [110.0, 160.0, 210.0], [50.0, 100.0, 150.0])  # BGR, as cv2 writes
+    stripes = stripes + rng.normal(0, 10, (size, size, 3))
+    img = np.where(region[..., None].astype(bool), stripes, noise)
+    return img.clip(0, 255).astype(np.uint8), region
+
+
+def _make_image(
+    rng: np.random.Generator, spec: SyntheticSpec, large: bool
+) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """One image, its semantic label map and its objects (COCO annotations without ids). With `large`,
+    its first object is a square or circle of COCO's large range (area above 96^2) where the spec's
+    sides allow one."""
+    size = spec.size
+    img, region = _background(rng, size)
+    labels = (len(CLASSES) + region).astype(np.uint8)
+    labels[:BORDER], labels[-BORDER:], labels[:, :BORDER], labels[:, -BORDER:] = (IGNORE_LABEL,) * 4
+
+    # Most images hold two or more objects, their classes distinct as far as the classes go.
+    count = int(rng.integers(2, spec.max_objects + 1)) if spec.max_objects > 1 and rng.random() < 0.9 else 1
+    kinds = [CLASSES[int(k)] for k in rng.permutation(len(CLASSES))][:count]
+    if large and kinds[0] == "triangle":  # a triangle's area (0.32 side^2) is large only beyond 168 px
+        if count > 1:
+            kinds[0], kinds[1] = kinds[1], kinds[0]
+        else:
+            kinds[0] = ("circle", "square")[int(rng.integers(2))]
+    kinds += [CLASSES[int(k)] for k in rng.integers(len(CLASSES), size=count - len(kinds))]
+    kernel = np.ones((5, 5), np.uint8)
+    occupied = np.zeros((size, size), bool)  # objects' pixels grown by 2 px: objects keep apart
     objects = []
-    for _ in range(int(rng.integers(1, spec.max_objects + 1))):
-        for _attempt in range(20):
-            kind = CLASSES[int(rng.integers(len(CLASSES)))]
-            side = float(rng.uniform(spec.min_side, spec.max_side))
-            cx, cy = rng.uniform(side / 2 + 1, spec.size - side / 2 - 1, 2)
-            poly = _shape_polygon(kind, cx, cy, side, float(rng.uniform(0, math.pi)))
-            poly = poly.clip(0, spec.size - 1)
-            x0, y0 = poly.min(0)
-            x1, y1 = poly.max(0)
-            # Objects do not overlap, so every mask is exactly its polygon.
-            if all(x1 < a or x0 > c or y1 < b or y0 > d for a, b, c, d in occupied):
+    for n, kind in enumerate(kinds):
+        # The first object's side is uniform over the range (in a `large` image: over its top 15%, tried
+        # until the area is large); a later one that finds no room shrinks its range of sides try by try
+        # until it fits around the objects already there.
+        want_large = large and n == 0
+        low, high = (0.85 * spec.max_side if want_large else spec.min_side), float(spec.max_side)
+        for attempt in range(30):
+            side = float(rng.uniform(low, max(high, low)))
+            cx, cy = rng.uniform(side / 2 + 1, size - side / 2 - 1, 2)
+            poly = _shape_polygon(kind, cx, cy, side, float(rng.uniform(0, math.pi))).clip(0, size - 1)
+            flat = [round(float(v), 2) for v in poly.reshape(-1)]
+            mask = _rasterise(flat, size)
+            area = float(cv2.contourArea(poly.astype(np.float32)))
+            if mask.any() and not (mask & occupied).any() and (not want_large or area > 96**2 or attempt == 29):
                 break
+            if not want_large:
+                high *= 0.85
         else:
             continue
-        occupied.append((x0, y0, x1, y1))
-        colour = [int(v) for v in rng.integers(0, 256, 3)]
-        cv2.fillPoly(img, [np.round(poly).astype(np.int32)], colour)
-        area = float(cv2.contourArea(poly.astype(np.float32)))
+        occupied |= cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
+        img[mask] = [int(v) for v in rng.integers(0, 256, 3)]
+        labels[mask] = CLASSES.index(kind)
+        x0, y0 = poly.min(0)
+        x1, y1 = poly.max(0)
         objects.append(
             {
                 "category_id": CLASSES.index(kind) + 1,
-                "segmentation": [[round(float(v), 2) for v in poly.reshape(-1)]],
+                "segmentation": [flat],
                 "bbox": [round(float(x0), 2), round(float(y0), 2), round(float(x1 - x0), 2), round(float(y1 - y0), 2)],
                 "area": round(area, 2),
                 "iscrowd": 0,
             }
         )
-    return img, objects
+    return img, labels, objects
 
 
-def _write_split(root: Path, split: str, count: int, rng: np.random.Generator, spec: SyntheticSpec) -> None:
+def _categories() -> list[dict]:
+    return [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CLASSES)]
+
+
+def _write_split(root: Path, split: str, count: int, rng: np.random.Generator, spec: SyntheticSpec) -> dict:
+    """Write the split's images (and, but for the test split, its stuff maps); return its COCO dict."""
     (root / split).mkdir(parents=True, exist_ok=True)
+    maps = root / "stuffthingmaps" / split
+    if split != "test":
+        maps.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for i in range(count):
-        img, objects = _make_image(rng, spec)
+        # every fourth image holds a large object: all of COCO's size ranges are in every split
+        img, labels, objects = _make_image(rng, spec, large=i % 4 == 0)
         name = f"{i:05d}.png"
         cv2.imwrite(str(root / split / name), img)
+        if split != "test":
+            cv2.imwrite(str(maps / name), labels)
         images.append({"id": i + 1, "file_name": name, "width": spec.size, "height": spec.size})
         for obj in objects:
             annotations.append({"id": len(annotations) + 1, "image_id": i + 1, **obj})
-    coco = {
-        "images": images,
-        "annotations": annotations,
-        "categories": [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CLASSES)],
-    }
-    (root / "annotations").mkdir(exist_ok=True)
-    (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
+    return {"images": images, "annotations": annotations, "categories": _categories()}
+
+
+def _build(root: Path, spec: SyntheticSpec) -> None:
+    rng = np.random.default_rng(spec.seed)
+    (root / "annotations").mkdir(parents=True)
+    for split, count in (("train", spec.train_images), ("val", spec.val_images)):
+        coco = _write_split(root, split, count, rng, spec)
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
+    test = _write_split(root, "test", spec.test_images, rng, spec)
+    info = {"description": "sbrrepro synthetic shapes, test split (annotations withheld)", "version": "2"}
+    (root / "annotations" / "image_info_test.json").write_text(
+        json.dumps({"info": info, "licenses": [], "images": test["images"], "categories": test["categories"]})
+    )
+    (root / "withheld").mkdir()
+    (root / "withheld" / "instances_test.json").write_text(json.dumps(test))
 
 
 def ensure_dataset(parent: Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
@@ -115,9 +213,8 @@ def ensure_dataset(parent: Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
         return root
     parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f".{root.name}.tmp-{os.getpid()}"
-    rng = np.random.default_rng(spec.seed)
-    _write_split(tmp, "train", spec.train_images, rng, spec)
-    _write_split(tmp, "val", spec.val_images, rng, spec)
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted run of a process with this id
+    _build(tmp, spec)
     try:
         tmp.rename(root)
     except OSError:  # another process finished first: theirs is identical

@@ -26,8 +26,9 @@ from .layout import StudyPaths
 from .study import Study, Submission
 from .training import EvalJob, TrainingJob
 
-# Row states, in the order a row goes through them.
-NEW, DONE = "new", "done"
+# Row states, in the order a row goes through them. AWAITING: the evaluation has written the files
+# for COCO's evaluation server; the row is done once its stats are imported.
+NEW, AWAITING, DONE = "new", "awaiting server", "done"
 TAIL_LINES = 15
 SUBMITTED = "_submitted.pkl"  # submitit writes <job id>_submitted.pkl as soon as it has submitted a job
 
@@ -49,6 +50,7 @@ class RowState:
     executor: str | None = None
     log: str | None = None
     log_tail: str | None = None  # the end of a failed job's log
+    uploads: tuple[str, ...] = ()  # awaiting the server: the files to upload to it
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -60,8 +62,9 @@ def key_states(study: Study, keys: Iterable[str]) -> dict[str, str]:
     subs = study.submissions()
     out, asked = {}, defaultdict(list)
     for key in set(keys):
-        if study.paths.run(key).done.exists():
-            out[key] = DONE
+        run = study.paths.run(key)
+        if run.done.exists():
+            out[key] = AWAITING if run.uploads() and not run.server_stats.exists() else DONE
         elif key not in subs:
             out[key] = NEW
         else:
@@ -91,10 +94,11 @@ def states(study: Study, rows: list[RowConfig]) -> list[RowState]:
             log = sub.folder / f"{sub.job_id}_0_log.err"
             if state == FAILED and log.exists():
                 tail = "\n".join(log.read_text(errors="replace").splitlines()[-TAIL_LINES:])
+        uploads = tuple(map(str, study.paths.run(r.key).uploads())) if state == AWAITING else ()
         out.append(RowState(r.plan, r.row, r.label, str(r.path), r.key, r.key.rsplit("-", 1)[1], r.train_key,
                             r.eval_only, state,
                             sub.job_id if sub else None, sub.executor if sub else None,
-                            str(log) if log else None, tail))
+                            str(log) if log else None, tail, uploads))
     return out
 
 

@@ -45,6 +45,22 @@ class RunPaths:
     def submitit(self) -> Path:  # submitit's folder of a job submitted alone
         return self.root / "submitit"
 
+    # A row scored by COCO's evaluation server (test-dev): its evaluation writes CocoMetric's
+    # detections (prefix 'detections', one file per IoU type), zips each as the server wants them,
+    # and waits for the stats the server returns, which `sbrrepro import-stats` stores.
+    def detections(self, iou_type: str) -> Path:
+        return self.root / f"detections.{iou_type}.json"
+
+    def upload(self, iou_type: str) -> Path:
+        return self.root / f"upload_{iou_type}.zip"
+
+    def uploads(self) -> list[Path]:
+        return sorted(self.root.glob("upload_*.zip"))
+
+    @property
+    def server_stats(self) -> Path:
+        return self.root / "server_stats.json"
+
     def checkpoint(self, step: int, unit: str = "epoch") -> Path:
         """MMEngine's checkpoint after `step` epochs (or iterations: unit 'iter')."""
         return self.root / f"{unit}_{step}.pth"

@@ -74,7 +74,7 @@ def count_plan(plan: Plan, counts: Counts) -> list[Counted]:
     millions."""
     wanted = param_metrics(plan) or ["params_M"]
     out = []
-    for row in plan.rows:
+    for row in plan.model_rows:
         n = counts(row)
         ours = from_params(n, wanted)
         published = plan.published[row.number]

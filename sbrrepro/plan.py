@@ -22,6 +22,7 @@ from .schema import Field, one_of, positive, validate
 from .zoo import MODELS
 
 PAPERS = ("sbr-cnn", "groie", "ms-subnet", "scnet", "comask")
+BACKBONES = ("resnet50_fpn", "resnet50_c4", "resnet101_fpn", "resnext101_64x4d_fpn")
 RECIPE_FILE = "recipe.yaml"  # a paper's recipe, beside its plans: `plans/<paper>/*.yaml` names it too
 
 
@@ -58,9 +59,10 @@ OPTIMIZER_FIELDS = {
 RECIPE_FIELDS = {
     "dataset": Field(str, check=one_of("coco2017"), help="the paper's dataset"),
     "train_split": Field(str, "train2017"),
-    "eval_split": Field(str, "val2017", help="val2017 is COCO minival"),
-    "backbone": Field(str, check=one_of("resnet50_fpn", "resnet50_c4", "resnet101_fpn"),
-                      help="the paper's backbone; each row's model must build it"),
+    "eval_split": Field(str, "val2017", help="val2017 is COCO minival; test-dev2017's annotations are withheld: its "
+                        "rows write detections for COCO's evaluation server and wait for its stats "
+                        "(`sbrrepro import-stats`)"),
+    "backbone": Field(str, check=one_of(*BACKBONES), help="the paper's backbone; each row's model must build it"),
     "epochs": Field(int, check=positive, help="the schedule's length in epochs (with `iters`: its equivalent, "
                     "for cost estimates and scaled-down runs)"),
     "iters": Field(int, 0, lambda v: None if v >= 0 else f"must be >= 0, got {v}",
@@ -79,6 +81,7 @@ RECIPE_FIELDS = {
     "image_scale": Field(("list", int), check=_pair),
     "val_interval": Field(int, 1, positive, "validate every N epochs"),
     "seed": Field(int, 0, help="MMEngine's random seed"),
+    "test_score_thr": Field(float, None, None, "the R-CNN head's test-time score threshold (default: the model's)"),
 }
 PLAN_FIELDS = {
     "paper": Field(str, check=one_of(*PAPERS)),
@@ -94,7 +97,11 @@ PLAN_FIELDS = {
 }
 ROW_FIELDS = {
     "row": Field(int, check=positive, help="the paper's row number"),
-    "model": Field(str, check=one_of(*MODELS)),
+    "model": Field(str, None, one_of(*MODELS), "what the row trains; a row without one is cited or derived"),
+    "cited": Field(str, None, help="a result another paper published, for a model sbrrepro cannot build: the "
+                   "reference; no job, the published numbers shown as cited, no verdict"),
+    "derived": Field(("list", int), None, lambda v: None if len(v) == 2 else f"expected [row a, row b], got {v}",
+                     "[a, b]: a line computed as row a minus row b of this plan (e.g. an overall improvement)"),
     "label": Field(str, None),
     "options": Field(dict, {}),
     "recipe": Field(dict, {}, help="changes to the plan's recipe for this row"),
@@ -105,11 +112,13 @@ ROW_FIELDS = {
 @dataclass(frozen=True)
 class Row:
     number: int
-    model: str
+    model: str | None  # None: the row runs nothing (it is cited or derived)
     label: str
     options: dict[str, Any]
     recipe: dict[str, Any]
     note: str | None = None
+    cited: str | None = None  # the reference of a result another paper published
+    derived: tuple[int, int] | None = None  # (a, b): row a minus row b
 
 
 @dataclass(frozen=True)
@@ -127,6 +136,11 @@ class Plan:
     def row(self, number: int) -> Row:
         """The row with the paper's row number `number`."""
         return next(r for r in self.rows if r.number == number)
+
+    @property
+    def model_rows(self) -> list[Row]:
+        """The rows that name a model (not those cited or derived)."""
+        return [r for r in self.rows if r.model is not None]
 
     @property
     def name(self) -> str:
@@ -182,6 +196,41 @@ def _load_yaml(path: Path, where: str, field: str | None) -> Any:
         raise UserError(str(path), None, f"not valid YAML{at}: {getattr(e, 'problem', e)}") from None
 
 
+def _row(r: dict[str, Any], recipe: dict[str, Any], label: str, where: str, prefix: str) -> Row:
+    """A validated row: a model with its options and recipe, or a cited or derived line."""
+    kinds = [k for k in ("model", "cited", "derived") if r[k] is not None]
+    if len(kinds) != 1:
+        problem = f"has {' and '.join(kinds)}" if kinds else "has none"
+        raise UserError(where, prefix.rstrip("."), f"{problem}: a row has exactly one of model (a training), cited "
+                        "(another paper's result) or derived (row a minus row b)")
+    if r["model"] is None:
+        extra = [k for k in ("options", "recipe") if r[k]]
+        if extra:
+            raise UserError(where, prefix + extra[0], f"a {kinds[0]} row runs nothing: it takes no {extra[0]}")
+        derived = tuple(r["derived"]) if r["derived"] else None
+        return Row(r["row"], None, label, {}, {}, r["note"], r["cited"], derived)
+    spec = MODELS[r["model"]]
+    options = validate(r["options"], spec.options, where, prefix + "options.")
+    finished = spec.finish(options)
+    if isinstance(finished, str):
+        raise UserError(where, prefix + "options", finished)
+    row_recipe = _recipe({**recipe, **r["recipe"]}, where, prefix + "recipe.")
+    if (built := spec.backbone(finished)) != row_recipe["backbone"]:
+        raise UserError(where, prefix + "recipe.backbone", f"the recipe says {row_recipe['backbone']}, but "
+                        f"{r['model']} with these options builds {built}")
+    return Row(r["row"], r["model"], label, finished, row_recipe, r["note"])
+
+
+def _check_derived(rows: list[Row], where: str) -> None:
+    """A derived line subtracts two rows of its plan that train models."""
+    trained = {r.number for r in rows if r.model is not None}
+    for i, row in enumerate(rows):
+        missing = [n for n in row.derived or () if n not in trained]
+        if missing:
+            raise UserError(where, f"rows[{i}].derived", f"row {missing[0]} is not a row of this plan with a "
+                            f"model; rows with one: {', '.join(map(str, sorted(trained)))}")
+
+
 def load_plan(path: str | Path) -> Plan:
     path = Path(path)
     where = str(path)
@@ -201,21 +250,13 @@ def load_plan(path: str | Path) -> Plan:
     for i, raw in enumerate(top["rows"]):
         prefix = f"rows[{i}]."
         r = validate(raw, ROW_FIELDS, where, prefix)
-        spec = MODELS[r["model"]]
-        options = validate(r["options"], spec.options, where, prefix + "options.")
-        finished = spec.finish(options)
-        if isinstance(finished, str):
-            raise UserError(where, prefix + "options", finished)
-        row_recipe = _recipe({**top["recipe"], **r["recipe"]}, where, prefix + "recipe.")
-        if (built := spec.backbone(finished)) != row_recipe["backbone"]:
-            raise UserError(where, prefix + "recipe.backbone", f"the recipe says {row_recipe['backbone']}, but "
-                            f"{r['model']} with these options builds {built}")
         if any(r["row"] == other.number for other in rows):
             raise UserError(where, prefix + "row", f"row {r['row']} appears twice")
         if r["row"] not in published:
             raise UserError(where, prefix + "row", f"row {r['row']} has no line in {top['published']}")
         cells = published[r["row"]]
-        label = r["label"] or next((cells[k] for k in ("model", "method", "name") if cells.get(k)), r["model"])
-        rows.append(Row(r["row"], r["model"], label, finished, row_recipe, r["note"]))
+        label = r["label"] or next((cells[k] for k in ("model", "method", "name") if cells.get(k)), r["model"]) or ""
+        rows.append(_row(r, top["recipe"], label, where, prefix))
+    _check_derived(rows, where)
     return Plan(path, top["paper"], top["table"], top["title"], top["metrics"], top["tolerance"], published, rows,
                 top["figure"])

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .configs import RowConfig, Scale, full_scale, smoke_scale, write_configs
+from .configs import RowConfig, Scale, build_config, full_scale, smoke_scale, write_configs
 from .dataset import SyntheticSpec, ensure_dataset
 from .errors import UserError
 from .layout import StudyPaths
@@ -24,12 +24,18 @@ from .zoo import MODELS
 @dataclass(frozen=True)
 class Prepared:
     study: Study
-    rows: list[tuple[Plan, Row, RowConfig]]  # every row of every plan, in plan order
+    plans: list[Plan]
+    rows: list[tuple[Plan, Row, RowConfig]]  # every row with a model of every plan, in plan order
 
     @property
     def trained(self) -> list[tuple[Row, RowConfig]]:
         """The rows that run jobs (not those only counted or computed from annotations)."""
         return [(row, rc) for _, row, rc in self.rows if MODELS[row.model].trains]
+
+    @property
+    def unrun(self) -> list[Row]:
+        """The rows that name no model: cited results and derived lines."""
+        return [row for plan in self.plans for row in plan.rows if row.model is None]
 
 
 def scale_of(study_root: Path, smoke: bool, epochs: int | None, data_root: str | None) -> Scale:
@@ -40,17 +46,24 @@ def scale_of(study_root: Path, smoke: bool, epochs: int | None, data_root: str |
     return dataclasses.replace(scale, epochs=epochs) if epochs else scale
 
 
-def _require_coco(plans: list[Plan], scale: Scale) -> None:
-    """At full scale, every row's COCO splits must be there."""
+def _require_data(plans: list[Plan], scale: Scale) -> None:
+    """At full scale, every file and folder that a row's training and evaluation read must be there:
+    annotations, images, semantic maps."""
     for plan in plans:
         for i, row in enumerate(plan.rows):
-            if not MODELS[row.model].trains:
+            if row.model is None or not MODELS[row.model].trains:
                 continue
-            for role, split in (("train", row.recipe["train_split"]), ("val", row.recipe["eval_split"])):
-                ann = scale.data_root / scale.files(role, split)[0]
-                if not ann.exists():
-                    raise UserError(str(plan.path), f"rows[{i}].recipe", f"COCO not found: {ann} is missing; pass "
-                                    "--data-root DIR (or set SBRREPRO_COCO), or use --smoke for the embedded dataset")
+            cfg = build_config(row, scale)
+            for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+                ds = cfg[loader]["dataset"]
+                needed = [Path(ds["data_root"]) / ds["ann_file"], *(Path(ds["data_root"]) / p
+                                                                    for p in ds["data_prefix"].values())]
+                if missing := next((p for p in needed if not p.exists()), None):
+                    hint = (" (COCO-stuff's stuffthingmaps_trainval2017.zip, unpacked there)"
+                            if "stuffthingmaps" in str(missing) else "")
+                    raise UserError(str(plan.path), f"rows[{i}].recipe", f"COCO not found: {missing} is missing{hint}; "
+                                    "pass --data-root DIR (or set SBRREPRO_COCO), or use --smoke for the embedded "
+                                    "dataset")
 
 
 def prepare(plan_files: Sequence[str], study_root: Path, smoke: bool, epochs: int | None = None,
@@ -65,13 +78,13 @@ def prepare(plan_files: Sequence[str], study_root: Path, smoke: bool, epochs: in
         Study.open(study_root, scale_name)  # a scale mismatch is an error before anything is written
     scale = scale_of(study_root, smoke, epochs, data_root)
     if not dry_run and not smoke:
-        _require_coco(plans, scale)
+        _require_data(plans, scale)
     study = Study.open(study_root, scale_name, create=True)
     rows = []
     for plan in plans:
         written = write_configs(plan, scale, study.paths)
         study.register(plan.path, written)
-        rows += [(plan, row, rc) for row, rc in zip(plan.rows, written)]
+        rows += [(plan, row, rc) for row, rc in zip(plan.model_rows, written)]
     if smoke and not dry_run:
         ensure_dataset(study.paths.data)
-    return Prepared(study, rows)
+    return Prepared(study, plans, rows)

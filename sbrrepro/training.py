@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import time
+import zipfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,7 @@ def _runner(config: str, run: RunPaths, **settings: Any):
 
     cfg = Config.fromfile(config)  # imports sbrrepro.models: plugins and the checkpoint fix
     cfg.work_dir = str(run.root)
-    cfg.update(settings)
+    cfg.merge_from_dict(settings)  # a dotted name sets a field inside a dict (e.g. of the test evaluator)
     job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or str(os.getpid())
     if _distributed_env(job_id):
         cfg.launcher = "pytorch"
@@ -116,13 +117,29 @@ class EvalJob(submitit.helpers.Checkpointable):
             raise RuntimeError(f"the training in {training.root} has not finished: nothing to evaluate")
         run.root.mkdir(parents=True, exist_ok=True)
         run.started.touch()
-        _, runner = _runner(self.config, run, load_from=str(checkpoint), resume=False)
-        metrics = runner.test()
+        cfg, runner = _runner(self.config, run, load_from=str(checkpoint), resume=False,
+                              **{"test_evaluator.outfile_prefix": str(run.root / "detections")})
+        metrics = runner.test()  # for the evaluation server: no metrics, the detections as files
         summary = {"metrics": {k: float(v) for k, v in metrics.items()}, "checkpoint": str(checkpoint),
                    "finished": time.time()}
         if _rank() == 0:
+            if cfg.test_evaluator.get("format_only"):
+                _zip_for_server(run, cfg.test_evaluator.metric)
             atomic_write(run.done, json.dumps(summary, indent=1))
         return summary
+
+
+SERVER_NAME = "detections_test-dev2017_sbrrepro_results.json"  # as COCO's server wants the file named
+
+
+def _zip_for_server(run: RunPaths, iou_types: list[str] | str) -> None:
+    """One zip per IoU type holding CocoMetric's detections under the server's file name; each
+    zip is complete before it appears (a killed job leaves none half-written)."""
+    for iou_type in [iou_types] if isinstance(iou_types, str) else iou_types:
+        partial = run.root / f".{run.upload(iou_type).name}.partial"
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as z:
+            z.write(run.detections(iou_type), SERVER_NAME)
+        partial.replace(run.upload(iou_type))
 
 
 def _rank() -> int:

@@ -7,17 +7,15 @@ A commit that means to change a model updates the golden file with it:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
 
 from steps import PLANS, plan_files
 
-from sbrrepro.configs import full_scale, keyed_config, smoke_scale
+from sbrrepro.configs import full_scale, keyed_config, smoke_scale, training_row
 from sbrrepro.dataset import SyntheticSpec
 from sbrrepro.plan import load_plan
-from sbrrepro.zoo import MODELS
 
 GOLDEN = Path(__file__).with_name("golden_keys.json")
 
@@ -30,8 +28,8 @@ def keys(where: Path) -> dict[str, dict[str, dict[str, list[str]]]]:
         plan = load_plan(path)
         for name, scale in scales.items():
             rows = out.setdefault(plan.name, {}).setdefault(name, {})
-            for row in plan.rows:
-                training = dataclasses.replace(row, options=MODELS[row.model].training(row.options))
+            for row in plan.model_rows:
+                training = training_row(row)
                 rows[str(row.number)] = [keyed_config(row, scale)[0], keyed_config(training, scale)[0]]
     return out
 

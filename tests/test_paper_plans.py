@@ -16,12 +16,15 @@ PLANS = plan_files()
 SBR_CNN_PLANS = REPO / "plans" / "sbr-cnn"
 SBR_CNN = [f"table{n}" for n in range(1, 12)] + ["fig1", "fig3"]
 GROIE = [f"table{n}" for n in range(1, 6)] + ["fig2", "fig4", "fig5", "fig6"]
+MS_SUBNET = [f"table{n}" for n in range(2, 5)]
+SCNET = [f"table{n}" for n in range(1, 6)]
 
 
 def test_every_table_and_figure_has_a_plan_with_every_printed_row():
     """A table plan has every row of its published table; a figure plan draws rows of one."""
     names = {load_plan(p).name for p in PLANS}
-    assert {f"sbr-cnn/{t}" for t in SBR_CNN} | {f"groie/{t}" for t in GROIE} <= names
+    assert {f"{paper}/{t}" for paper, tables in (("sbr-cnn", SBR_CNN), ("groie", GROIE), ("ms-subnet", MS_SUBNET),
+                                                  ("scnet", SCNET)) for t in tables} <= names
     for path in PLANS:
         plan = load_plan(path)
         numbers = sorted(r.number for r in plan.rows)
@@ -34,7 +37,7 @@ def test_all_plans_dry_run_together(cli, tmp_path):
     listed = {(r["plan"], r["row"]) for r in json.loads(result.stdout)}
     for path in PLANS:
         plan = load_plan(path)
-        trained = {(plan.name, r.number) for r in plan.rows if MODELS[r.model].trains}
+        trained = {(plan.name, r.number) for r in plan.model_rows if MODELS[r.model].trains}
         assert trained <= listed, path
     text = cli("run", *map(str, PLANS), "--dry-run", "--study", str(tmp_path / "s")).stdout
     assert "9 row(s) need no job" in text  # SBR-CNN Table 1 (layers) and Fig. 1 (anchors): computed, not trained
@@ -97,7 +100,7 @@ def _full_scale_configs(tmp_path) -> dict[tuple[str, int], tuple[object, dict]]:
 
     scale = full_scale(tmp_path / "coco")
     return {(plan.name, row.number): (row, build_config(row, scale))
-            for plan in map(load_plan, plan_files()) for row in plan.rows if MODELS[row.model].trains}
+            for plan in map(load_plan, plan_files()) for row in plan.model_rows if MODELS[row.model].trains}
 
 
 def _dicts(node, type_name: str) -> list[dict]:

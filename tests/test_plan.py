@@ -102,7 +102,8 @@ def test_a_row_level_split_is_the_rows_own(tmp_path, cli):
     assert build_config(second, full_scale(coco))["test_dataloader"]["dataset"]["ann_file"] == \
         "annotations/instances_minival2014.json"
     for split in ("train2017", "val2017"):  # what row 1 needs, and row 2's training split
-        (coco / "annotations").mkdir(parents=True, exist_ok=True)
+        (coco / split).mkdir(parents=True)
+        (coco / "annotations").mkdir(exist_ok=True)
         (coco / "annotations" / f"instances_{split}.json").write_text("{}")
     study = tmp_path / "study"
     result = cli("run", str(path), "--data-root", str(coco), "--study", str(study))

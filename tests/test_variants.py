@@ -23,7 +23,7 @@ def _variants() -> dict[str, object]:
     out = {}
     for path in plan_files():
         plan = load_plan(path)
-        for row in plan.rows:
+        for row in plan.model_rows:
             if MODELS[row.model].trains:
                 out.setdefault(f"{row.model}:{json.dumps(row.options, sort_keys=True)}", (plan.name, row))
     planned = {row.model for _, row in out.values()}

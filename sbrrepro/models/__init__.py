@@ -14,8 +14,10 @@ from .non_local import NonLocal2dK
 from .r3_mask_head import R3MaskHead
 from .r3_roi_head import R3RoIHead
 from .random_level import RandomLevelRoIExtractor
+from .scnet_heads import SCNetSwitchRoIHead, SemanticCascadeRoIHead
 
 allow_own_checkpoints()
 
 __all__ = ["FCCBBoxHead", "FCCMaskIoUHead", "GRoIE", "HTCMeanMaskRoIHead", "IoUHistogramHook", "IoURecordingSampler",
-           "MultiScaleSubnetRoIExtractor", "NonLocal2dK", "R3MaskHead", "R3RoIHead", "RandomLevelRoIExtractor"]
+           "MultiScaleSubnetRoIExtractor", "NonLocal2dK", "R3MaskHead", "R3RoIHead", "RandomLevelRoIExtractor",
+           "SCNetSwitchRoIHead", "SemanticCascadeRoIHead"]

@@ -32,6 +32,32 @@ def stock(path: str) -> dict:
 
 MASK_RCNN = "mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py"
 HTC = "htc/htc-without-semantic_r50_fpn_1x_coco.py"
+HTC_SEMANTIC = "htc/htc_r50_fpn_1x_coco.py"
+
+
+# ---- FPN backbones -----------------------------------------------------------------------------
+# option -> (a shipped config with that backbone, the recipe's name of it)
+BACKBONES = {
+    "r50-fpn": (MASK_RCNN, "resnet50_fpn"),
+    "r101-fpn": ("scnet/scnet_r101_fpn_20e_coco.py", "resnet101_fpn"),
+    "x101-64x4d-fpn": ("scnet/scnet_x101-64x4d_fpn_20e_coco.py", "resnext101_64x4d_fpn"),
+}
+BACKBONE = {"backbone": Field(str, "r50-fpn", one_of(*BACKBONES), "ResNet-50 or -101, or ResNeXt-101 64x4d, with "
+                              "FPN (the 64x4d of MMDetection's ResNeXt configs), ImageNet-pretrained")}
+
+
+def backbone(model: dict, o: Options) -> None:
+    """The option's backbone, as MMDetection's shipped configs have it."""
+    model["backbone"] = stock(BACKBONES[o["backbone"]][0])["model"]["backbone"]
+
+
+def backbone_name(o: Options) -> str:
+    return BACKBONES[o["backbone"]][1]
+
+
+def three_stages(o: Options) -> dict[str, str]:
+    """The IoU series of a three-stage cascade, as figures label them."""
+    return {f"stage{k + 1}": f"stage {k + 1} (IoU ≥ {iou:g})" for k, iou in enumerate((0.5, 0.6, 0.7))}
 
 
 # ---- GPU-hours before anything was measured -----------------------------------------------------
@@ -152,11 +178,13 @@ def groie(extractor: dict, o: Options) -> dict:
 
 
 def two_stage(path: str, o: Options, sync_bn: bool = True) -> dict:
-    """A shipped two-stage config with IoU recording and, where the options have them, a backbone
-    add-on (`sync_bn`: see `addon`) and GRoIE extractors."""
+    """A shipped two-stage config with IoU recording and, where the options have them, another
+    backbone, a backbone add-on (`sync_bn`: see `addon`) and GRoIE extractors."""
     cfg = stock(path)
     model = cfg["model"]
     record_rcnn(model)
+    if "backbone" in o:
+        backbone(model, o)
     addon(model, o, sync_bn)
     head = model["roi_head"]
     if "groie" in o:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from ..schema import Field
 from . import Model
 from ._parts import (
     ADDON,
+    BACKBONE,
     GROIE,
     HTC,
+    HTC_SEMANTIC,
     MASK_RCNN,
     Options,
+    backbone_name,
     finish_groie,
     hours_per_epoch,
     one_rcnn_stage,
     stock,
+    three_stages,
     two_stage,
 )
 
@@ -26,15 +31,11 @@ def _condinst(o: Options) -> dict:
 
 
 def _htc(o: Options) -> dict:
-    """HTC as shipped, with a RoI head that averages every stage's mask at test time (MMDetection
-    3.3's keeps the last stage's only)."""
-    cfg = two_stage(HTC, o)
+    """HTC as shipped, with or without its semantic branch, with a RoI head that averages every
+    stage's mask at test time (MMDetection 3.3's keeps the last stage's only)."""
+    cfg = two_stage(HTC_SEMANTIC if o["semantic"] else HTC, o)
     cfg["model"]["roi_head"]["type"] = "HTCMeanMaskRoIHead"
     return cfg
-
-
-def _three_stages(o: Options) -> dict[str, str]:
-    return {f"stage{k + 1}": f"stage {k + 1} (IoU ≥ {iou:g})" for k, iou in enumerate((0.5, 0.6, 0.7))}
 
 
 MODELS = [
@@ -45,11 +46,13 @@ MODELS = [
     Model("faster_rcnn", "Faster R-CNN", "Faster R-CNN, ResNet-FPN; with GRoIE for SBR-CNN Tables 8-10",
           lambda o: two_stage("faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", o), options=dict(GROIE),
           finish=finish_groie, gpu_hours_per_epoch=lambda o: hours_per_epoch(0), iou_series=one_rcnn_stage),
-    Model("htc", "HTC", "Hybrid Task Cascade without the semantic branch", _htc,
-          options=dict(ADDON), gpu_hours_per_epoch=lambda o: hours_per_epoch(3), iou_series=_three_stages),
+    Model("htc", "HTC", "Hybrid Task Cascade, without its semantic branch unless asked", _htc,
+          options={**ADDON, **BACKBONE, "semantic": Field(bool, False, None, "HTC's semantic segmentation branch, "
+                                                          "trained on COCO-stuff's maps")},
+          gpu_hours_per_epoch=lambda o: hours_per_epoch(3), iou_series=three_stages, backbone=backbone_name),
     Model("cascade_mask_rcnn", "Cascade Mask R-CNN", "Cascade Mask R-CNN, ResNet-FPN (MMDetection's stock model)",
           lambda o: two_stage("cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py", o),
-          gpu_hours_per_epoch=lambda o: hours_per_epoch(3), iou_series=_three_stages),
+          gpu_hours_per_epoch=lambda o: hours_per_epoch(3), iou_series=three_stages),
     Model("grid_rcnn", "Grid R-CNN", "Grid R-CNN with its GN head, ResNet-FPN; with GRoIE as the box and grid "
           "extractors", lambda o: two_stage("grid_rcnn/grid-rcnn_r50_fpn_gn-head_1x_coco.py", o), options=dict(GROIE),
           finish=finish_groie, gpu_hours_per_epoch=lambda o: hours_per_epoch(0), iou_series=one_rcnn_stage),
