@@ -11,7 +11,9 @@ unhindered. Every training is then SIGKILLed once after its first checkpoint and
 `array_parallelism` (slurm/local-test.yaml does), the trainings go out as job arrays, and killed
 tasks are resubmitted, not whole arrays. Prints kills survived (and how many left a submission
 unrecorded), duplicate submissions (single jobs and array tasks alike; must be 0), lost results
-(must be 0), and malformed inputs tried and rejected cleanly.
+(must be 0), and malformed inputs tried and rejected cleanly. One training is instead cancelled with
+`sbrrepro cancel` mid-training (it must stop, then resume when `run` submits it again), and the state
+store is cut short once (`repair` must rebuild it with every job).
 """
 
 from __future__ import annotations
@@ -84,16 +86,53 @@ def kill_job(state: dict, study: Path) -> None:
         os.kill(p, signal.SIGKILL)
 
 
-def kill_trainings(study: Path, killed: set[str], stop: threading.Event) -> None:
-    """SIGKILL each training once after its first checkpoint (before its last), until `stop`."""
+def mid_training(study: Path, s: dict) -> bool:
+    """Whether the row's training runs, past its first checkpoint and before its last."""
+    run = StudyPaths(study).run(s["key"])
+    return s["state"] == "running" and run.checkpoint(1).exists() and not run.checkpoint(3).exists()
+
+
+def kill_trainings(study: Path, killed: set[str], spared: int, stop: threading.Event) -> None:
+    """SIGKILL each training but row `spared`'s once after its first checkpoint (before its last),
+    until `stop`."""
     while not stop.wait(1):
-        paths = StudyPaths(study)
-        for s in status(study) if paths.state.exists() else []:
-            run = paths.run(s["key"])
-            if (s["key"] not in killed and s["state"] == "running"
-                    and run.checkpoint(1).exists() and not run.checkpoint(3).exists()):
+        for s in status(study) if StudyPaths(study).state.exists() else []:
+            if s["key"] not in killed and s["row"] != spared and mid_training(study, s):
                 kill_job(s, study)
                 killed.add(s["key"])
+
+
+def cancel_mid_training(study: Path, row: int, timeout: float = 1200) -> tuple[str, bool]:
+    """`sbrrepro cancel` the row's training once it is mid-training; return its key and whether it
+    stopped: `cancelled` within 20 s, its job's processes gone, no done.json."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        s = next((s for s in status(study) if s["row"] == row), None)
+        if s and mid_training(study, s):
+            break
+        time.sleep(0.5)
+    else:
+        raise RuntimeError(f"row {row} never reached its second epoch")
+    cli("cancel", "--study", str(study), "--rows", f"{s['plan']}:{row}")
+    stop = time.time() + 20
+    while time.time() < stop and next(x for x in status(study) if x["row"] == row)["state"] != "cancelled":
+        time.sleep(0.5)
+    gone = s["executor"] == "slurm" or not Path(f"/proc/{s['job_id']}").exists()  # a local job: its pid
+    ended = next(x for x in status(study) if x["row"] == row)["state"] == "cancelled"
+    return s["key"], ended and gone and not StudyPaths(study).run(s["key"]).done.exists()
+
+
+def damage_and_repair(study: Path) -> bool:
+    """Cut the state store short; True when `status` then says so in one line (exit 2), `repair`
+    rebuilds it and `status` gives the same states as before."""
+    before = status(study)
+    state = StudyPaths(study).state
+    state.write_bytes(state.read_bytes()[:1500])
+    broken = cli("status", "--study", str(study))
+    clean = broken.returncode == 2 and len(broken.stderr.strip().splitlines()) == 1
+    repaired = cli("repair", "--study", str(study)).returncode == 0
+    return clean and repaired and [(s["key"], s["job_id"]) for s in status(study)] == [
+        (s["key"], s["job_id"]) for s in before]
 
 
 def malformed(tmp: Path) -> tuple[int, int]:
@@ -142,8 +181,9 @@ def main() -> None:
                "--study", str(study), *cluster]
 
         killed_jobs: set[str] = set()  # trainings are killed from the start, alongside `run`
+        cancelled_row = rng.choice(rows)  # its training is cancelled instead
         stop = threading.Event()
-        killer = threading.Thread(target=kill_trainings, args=(study, killed_jobs, stop))
+        killer = threading.Thread(target=kill_trainings, args=(study, killed_jobs, cancelled_row, stop))
         killer.start()
         try:
             started = time.time()
@@ -154,6 +194,9 @@ def main() -> None:
                 kills += killed_run(run, study, rng.uniform(0.0, span), on_submission=i % 2 == 1)
                 left_unrecorded += unrecorded(study) > 0
             subprocess.run(run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            cancelled, stopped = cancel_mid_training(study, cancelled_row)
+            rebuilt = damage_and_repair(study)
+            subprocess.run(run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)  # resubmits it
 
             retried = False
             deadline = time.time() + 1800
@@ -175,16 +218,20 @@ def main() -> None:
 
         states = status(study)
         submissions = {k: len(t) for k, t in jobs.traces(Study.open(study), [s["key"] for s in states]).items()}
-        expected = {k: 1 + (k in killed_jobs) for k in submissions}
+        expected = {k: 1 + (k in killed_jobs) + (k == cancelled) for k in submissions}
         duplicates = sum(max(0, n - expected[k]) for k, n in submissions.items())
         collected = json.loads(cli("collect", "--study", str(study), "--json").stdout)
         lost = len(rows) - sum(1 for r in collected if r["state"] == "done" and "bbox_AP" in r["metrics"])
         logs = {k: "".join(p.read_text() for p in StudyPaths(study).run(k).root.glob("*/*.log")) for k in killed_jobs}
         resumed = sum(1 for k in killed_jobs if "Auto resumed" in logs[k])
+        cancelled_log = "".join(p.read_text() for p in StudyPaths(study).run(cancelled).root.glob("*/*.log"))
         tried, rejected = malformed(tmp)
 
     print(f"kills survived: {kills} of `sbrrepro run` ({left_unrecorded} left a submission unrecorded), "
           f"{len(killed_jobs)} of trainings ({resumed} resumed from their checkpoint)")
+    print(f"jobs cancelled mid-training: 1, stopped: {int(stopped)}, resumed from their checkpoint: "
+          f"{int('Auto resumed' in cancelled_log)}")
+    print(f"state stores damaged: 1, rebuilt with every job: {int(rebuilt)}")
     print(f"duplicate submissions: {duplicates}")
     print(f"lost results: {lost}")
     print(f"malformed inputs: {tried} tried, {rejected} rejected cleanly")

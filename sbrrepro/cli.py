@@ -1,5 +1,5 @@
-"""The `sbrrepro` command: run, status, cancel, collect, import-stats, local-server, params, speed,
-plot-iou, plot-anchors.
+"""The `sbrrepro` command: run, status, cancel, collect, repair, import-stats, local-server, params,
+speed, plot-iou, plot-anchors.
 
 Data flows plan -> configs -> jobs -> results -> report; each command parses its arguments, calls
 its stage and prints. Bad input ends with one line on stderr and exit status 2.
@@ -109,14 +109,14 @@ def _wait(study, rows, poll_s: float = 5.0) -> int:
             if seen.get(s.key) != s.state:
                 seen[s.key] = s.state
                 print(f"{time.strftime('%H:%M:%S')} {s.key}: {s.state}", flush=True)
-        if all(s.state in (jobs.DONE, jobs.AWAITING, jobs.FAILED) for s in states):
+        if all(s.state in (jobs.DONE, jobs.AWAITING, jobs.FAILED, jobs.CANCELLED) for s in states):
             for s in states:
                 if s.state == jobs.AWAITING:
                     print(f"{s.plan} row {s.row} awaits the evaluation server: upload {', '.join(s.uploads)}, then "
                           f"`sbrrepro import-stats {s.plan}:{s.row} STATS.json`")
-            failed = [s for s in states if s.state == jobs.FAILED]
+            failed = [s for s in states if s.state in (jobs.FAILED, jobs.CANCELLED)]
             for s in failed:
-                print(f"failed: {s.plan} row {s.row} ({s.key}); log: {s.log}", file=sys.stderr)
+                print(f"{s.state}: {s.plan} row {s.row} ({s.key}); log: {s.log}", file=sys.stderr)
             return 1 if failed else 0
         time.sleep(poll_s)
 
@@ -131,6 +131,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     plans = [load_plan(p) for p in dict.fromkeys(p for p, _ in registered)]
     unrun = [(plan, row) for plan in plans for row in plan.rows if row.model is None]
     _print_states(jobs.states(study, _trained(registered)), args.json, unrun=unrun)
+    return 0
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    from .repair import repair
+
+    done = repair(Path(args.study))
+    print(f"rebuilt the state store from the study's folders: {done.rows} row(s), {done.submissions} "
+          f"submission(s); the damaged store is kept as {done.kept}")
     return 0
 
 
@@ -321,6 +330,10 @@ def parser() -> argparse.ArgumentParser:
     study_arg(collect)
     collect.add_argument("--json", action="store_true")
     collect.set_defaults(func=cmd_collect)
+
+    repair = sub.add_parser("repair", help="rebuild a damaged state store from the study's folders")
+    study_arg(repair)
+    repair.set_defaults(func=cmd_repair)
 
     stats = sub.add_parser("import-stats", help="store the stats COCO's evaluation server returned for a "
                            "test-dev row (`collect` then reports them)")

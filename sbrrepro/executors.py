@@ -30,8 +30,9 @@ from submitit.slurm.slurm import SlurmInfoWatcher
 from .errors import UserError
 from .schema import Field, one_of, positive, validate
 
-# Job states as sbrrepro reports them.
-PENDING, RUNNING, FINISHED, FAILED, UNKNOWN = "pending", "running", "finished", "failed", "unknown"
+# Job states as sbrrepro reports them. CANCELLED: stopped by `cancel`, to be submitted again by `run`.
+PENDING, RUNNING, FINISHED, FAILED, CANCELLED = "pending", "running", "finished", "failed", "cancelled"
+STOP_S = 20  # how long a cancelled local job may take to be gone
 
 # SLURM's default MaxArraySize: the most tasks of one array where the cluster does not say.
 SLURM_MAX_ARRAY_SIZE = 1001
@@ -83,8 +84,8 @@ class Profile:
     values: dict[str, Any] = field(default_factory=dict)
 
     def __getattr__(self, item: str) -> Any:
-        try:
-            return self.values[item]
+        try:  # not self.values: while unpickling there is none yet, and asking for it would recurse
+            return self.__dict__["values"][item]
         except KeyError:
             raise AttributeError(item) from None
 
@@ -133,6 +134,12 @@ class Executor(Protocol):
     def cancel(self, job_id: str, folder: Path) -> None: ...
 
 
+def _cancelled(job_id: str, folder: Path) -> Path:
+    """Written by `cancel` before it stops the job: the job ended because sbrrepro cancelled it (not
+    the cluster, e.g. for a dependency that failed)."""
+    return folder / f"{job_id}_cancelled"
+
+
 def _result_state(job_id: str, folder: Path) -> str:
     """State from submitit's result pickle: a job that left none died without reporting."""
     result = JobPaths(folder, job_id, 0).result_pickle
@@ -179,8 +186,8 @@ class Queued(submitit.helpers.Checkpointable):
     def __call__(self) -> Any:
         while self.after and LocalExecutor().state(*self.after) == RUNNING:  # holds no slot meanwhile
             time.sleep(2)
-        if self.after and LocalExecutor().state(*self.after) == FAILED:  # as SLURM's afterok
-            raise RuntimeError(f"not run: job {self.after[0]}, which it waits for, failed")
+        if self.after and (state := LocalExecutor().state(*self.after)) != FINISHED:  # as SLURM's afterok
+            raise RuntimeError(f"not run: job {self.after[0]}, which it waits for, {state}")
         with _Slot(self.slot_dir, self.slots):
             if self.threads:  # torch only once a slot is held: the jobs that wait stay small
                 import torch
@@ -243,34 +250,84 @@ class LocalExecutor:
     def submit_array(self, jobs: Sequence[Callable[[], Any]], folder: Path, name: str) -> list[str]:
         return [self.submit(job, folder, name) for job in jobs]
 
-    def state(self, job_id: str, folder: Path) -> str:
-        paths = JobPaths(folder, job_id, 0)
-        if paths.result_pickle.exists():
-            return _result_state(job_id, folder)
-        # The job id is the pid of submitit's controller. Make sure that pid is still that process:
-        # its command line names the job folder (or, right after the fork, it has not exec'd yet).
+    def _alive(self, job_id: str, folder: Path) -> bool:
+        """Whether the job's controller runs. The job id is the pid of submitit's controller: make
+        sure that pid is still that process (its command line names the job folder, or right after
+        the fork it has not exec'd yet)."""
         try:
             alive = Path(f"/proc/{job_id}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
             cmdline = Path(f"/proc/{job_id}/cmdline").read_bytes()
         except OSError:
-            return FAILED
-        young = time.time() - paths.submitted_pickle.stat().st_mtime < 60
-        if alive and (str(folder).encode() in cmdline or young):
-            return RUNNING
-        return FAILED
+            return False
+        young = time.time() - JobPaths(folder, job_id, 0).submitted_pickle.stat().st_mtime < 60
+        return alive and (str(folder).encode() in cmdline or young)
+
+    def state(self, job_id: str, folder: Path) -> str:
+        if JobPaths(folder, job_id, 0).result_pickle.exists():
+            return _result_state(job_id, folder)
+        if _cancelled(job_id, folder).exists():
+            return CANCELLED
+        return RUNNING if self._alive(job_id, folder) else FAILED
 
     def states(self, jobs: Sequence[Job]) -> dict[str, str]:
         return {job_id: self.state(job_id, folder) for job_id, folder in jobs}  # from files: no query to save
 
     def cancel(self, job_id: str, folder: Path) -> None:
-        if self.state(job_id, folder) == RUNNING:
-            os.kill(int(job_id), signal.SIGINT)  # as submitit does: its controller stops the tasks
+        """Stop the job's controller and every process under it (tasks, their workers) at once.
+        Not with SIGINT, as submitit does: a job started by a non-interactive shell (a script, a
+        batch job) ignores it; and SIGTERM is what submitit's tasks ignore on purpose. Checkpoints
+        already written stay, so a later run resumes."""
+        if self.state(job_id, folder) != RUNNING:
+            return
+        _cancelled(job_id, folder).touch()
+        # Stop the whole tree first (a stopped process starts nothing, and none of them gets to
+        # run a line more, e.g. write a result), until no new process appears; then kill it.
+        tree: list[int] = []
+        while new := [pid for pid in [int(job_id), *_descendants(int(job_id))] if pid not in tree]:
+            for pid in new:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+            tree += new
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.time() + STOP_S
+        while any(_running(pid) for pid in tree) and time.time() < deadline:
+            time.sleep(0.1)
+
+
+def _children() -> dict[int, list[int]]:
+    """This machine's processes by parent pid."""
+    found: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            found.setdefault(parent, []).append(int(stat.parent.name))
+    return found
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process under `pid`, parents before their children."""
+    children, out, todo = _children(), [], [pid]
+    while todo:
+        kids = children.get(todo.pop(0), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is a process that has not ended (a zombie has)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 _SLURM_STATES = {
     "PENDING": PENDING, "REQUEUED": PENDING, "CONFIGURING": PENDING, "RESIZING": PENDING,
     "RUNNING": RUNNING, "COMPLETING": RUNNING, "SUSPENDED": RUNNING,
-    "COMPLETED": FINISHED,
+    "COMPLETED": FINISHED, "CANCELLED": CANCELLED,
 }
 
 
@@ -367,10 +424,14 @@ class SlurmExecutor:
         for job_id, folder in jobs:
             found = raw.get(job_id) or queued.get(job_id)
             # a job gone from both: its result pickle tells how it ended
-            out[job_id] = _SLURM_STATES.get(found, FAILED) if found else _result_state(job_id, folder)
+            state = _SLURM_STATES.get(found, FAILED) if found else _result_state(job_id, folder)
+            if state in (CANCELLED, FAILED):  # SLURM itself cancels a job whose dependency failed
+                state = CANCELLED if _cancelled(job_id, folder).exists() else FAILED
+            out[job_id] = state
         return out
 
     def cancel(self, job_id: str, folder: Path) -> None:
+        _cancelled(job_id, folder).touch()
         submitit.SlurmJob(folder, job_id).cancel(check=False)  # an array task alone, by its id
 
 

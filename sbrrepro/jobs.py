@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .configs import RowConfig
-from .executors import FAILED, FINISHED, PENDING, RUNNING, Executor, Job, executor_of_kind
+from .executors import CANCELLED, FAILED, FINISHED, PENDING, RUNNING, Executor, Job, executor_of_kind
 from .files import atomic_write
 from .layout import StudyPaths
 from .study import Study, Submission
@@ -153,13 +153,18 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[i:i + size]
 
 
+def _to_submit(retry_failed: bool) -> set[str]:
+    """The states whose jobs `run` submits: new and cancelled ones, and with retry_failed failed ones."""
+    return {NEW, CANCELLED, FAILED} if retry_failed else {NEW, CANCELLED}
+
+
 def submit(study: Study, rows: list[RowConfig], executor: Executor, retry_failed: bool = False) -> list[str]:
-    """Submit every job that `rows` need and that is new (or failed, with retry_failed): each
+    """Submit every job that `rows` need and that is new or cancelled (or failed, with retry_failed): each
     training once, together as arrays of at most `executor.array_size`, then each evaluation-only
     job alone, after its training. Return the keys submitted. The caller holds
     `study.submitting()`. Submissions are recorded as soon as they are made, and a submission made
     by a `run` killed before recording it is adopted instead of being made twice."""
-    wanted = {NEW, FAILED} if retry_failed else {NEW}
+    wanted = _to_submit(retry_failed)
     subs = study.submissions()
     keys = {r.key for r in rows} | {r.train_key for r in rows}
     found, known = traces(study, keys), key_states(study, keys)
@@ -205,7 +210,7 @@ def submit(study: Study, rows: list[RowConfig], executor: Executor, retry_failed
 
 def would_submit(study: Study, rows: list[RowConfig], retry_failed: bool = False) -> set[str]:
     """The keys `submit` would send now: the rows' and the trainings that evaluation-only rows need."""
-    redo = {NEW, FAILED} if retry_failed else {NEW}
+    redo = _to_submit(retry_failed)
     todo = {s.key for s in states(study, rows) if s.state in redo}  # an evaluation of a failed training: failed
     return todo | {key for key, state in key_states(study, {r.train_key for r in rows}).items() if state in redo}
 

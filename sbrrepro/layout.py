@@ -2,6 +2,7 @@
 
     STUDY/study.json            scale of the study (smoke or full), fixed at creation
     STUDY/state.sqlite          the state store: one line per submission and per plan row
+    STUDY/rows.json             a plain copy of the store's rows, from which `repair` rebuilds it
     STUDY/configs/*.py          one MMDetection config per plan row (named by its key's hash)
     STUDY/runs/<key>/           one training's or evaluation's work dir (RunPaths), with its own
                                 submitit folder when it was submitted alone
@@ -89,6 +90,7 @@ class StudyPaths:
 
     meta = property(lambda self: self.root / "study.json")
     state = property(lambda self: self.root / "state.sqlite")
+    rows = property(lambda self: self.root / "rows.json")  # the store's rows, as a plain copy `repair` reads
     submit_lock = property(lambda self: self.root / ".submit.lock")
     configs = property(lambda self: self.root / "configs")
     arrays = property(lambda self: self.root / "arrays")

@@ -52,6 +52,9 @@ CREATE TABLE IF NOT EXISTS rows (
 """
 
 
+ROW_COLUMNS = "plan, row, plan_path, model, label, config, key, train_config, train_key"  # as _SCHEMA orders them
+
+
 @dataclass(frozen=True)
 class Submission:
     key: str
@@ -92,6 +95,19 @@ class Study:
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
+        """The store, made if new; a damaged one (a full disk, a copy cut short) is one clear error."""
+        try:
+            with self._connected() as con:
+                yield con
+        except sqlite3.DatabaseError as e:
+            if type(e) is not sqlite3.DatabaseError:  # locked, a constraint, a query of ours: not damage
+                raise
+            raise UserError(str(self.paths.state), None, f"the state store is damaged ({e}); `sbrrepro repair "
+                            f"--study {self.root}` rebuilds it from the study's folders (the damaged file is "
+                            "kept aside)") from None
+
+    @contextmanager
+    def _connected(self) -> Iterator[sqlite3.Connection]:
         con = sqlite3.connect(self.paths.state, timeout=30, isolation_level=None)
         try:
             con.execute("PRAGMA journal_mode=WAL")
@@ -138,20 +154,45 @@ class Study:
             yield
 
     def register(self, plan_path: Path, rows: list[RowConfig]) -> None:
-        """Remember which plan rows this study holds and the training each row needs."""
+        """Remember which plan rows this study holds and the training each row needs (in the store,
+        and in its plain copy)."""
         with self._db() as con:
-            con.executemany(
-                "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(r.plan, r.row, str(plan_path.resolve()), r.model, r.label, self._relative(r.path), r.key,
-                  self._relative(r.train_path), r.train_key) for r in rows],
-            )
+            self._insert_rows(con, [(r.plan, r.row, str(plan_path.resolve()), r.model, r.label,
+                                     self._relative(r.path), r.key, self._relative(r.train_path), r.train_key)
+                                    for r in rows])
+            every = con.execute(f"SELECT {ROW_COLUMNS} FROM rows ORDER BY plan, row").fetchall()
+        atomic_write(self.paths.rows, json.dumps([dict(zip(ROW_COLUMNS.split(", "), r)) for r in every], indent=1))
+
+    @staticmethod
+    def _insert_rows(con: sqlite3.Connection, rows: list[tuple]) -> None:
+        con.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def rebuild(self, rows: list[dict], submissions: list[tuple[str, str, str, str, Path, int, float]]) -> Path:
+        """A new store holding `rows` (as `rows.json` has them) and `submissions` (key, config,
+        executor, job id, folder, attempts, time); the old file is moved aside, its path returned."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        kept = self.paths.state.with_name(f"{self.paths.state.name}.damaged-{stamp}")
+        if self.paths.state.exists():  # gone altogether: nothing to keep
+            self.paths.state.rename(kept)
+        for suffix in ("-wal", "-shm"):  # SQLite's journal of the damaged file goes aside with it
+            journal = self.paths.state.with_name(self.paths.state.name + suffix)
+            if journal.exists():
+                journal.rename(kept.with_name(kept.name + suffix))
+        with self._db() as con:
+            con.execute("BEGIN IMMEDIATE")
+            self._insert_rows(con, [tuple(r[c] for c in ROW_COLUMNS.split(", ")) for r in rows])
+            con.executemany("INSERT INTO runs (key, config, executor, job_id, folder, attempts, submitted) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [(key, config, kind, job_id, self._relative(folder), attempts, when)
+                             for key, config, kind, job_id, folder, attempts, when in submissions])
+            con.execute("COMMIT")
+        return kept
 
     def rows(self) -> list[tuple[str, RowConfig]]:
         """(plan file, row config) for every registered row, in plan and row order."""
         with self._db() as con:
-            found = con.execute("SELECT plan_path, plan, row, model, label, config, key, train_config, train_key "
-                                "FROM rows ORDER BY plan, row").fetchall()
-        return [(f[0], RowConfig(f[1], f[2], f[3], f[4], self.root / f[5], f[6], self.root / f[7], f[8]))
+            found = con.execute(f"SELECT {ROW_COLUMNS} FROM rows ORDER BY plan, row").fetchall()
+        return [(f[2], RowConfig(f[0], f[1], f[3], f[4], self.root / f[5], f[6], self.root / f[7], f[8]))
                 for f in found]
 
     def select_rows(self, wanted: list[str]) -> list[tuple[str, RowConfig]]:

@@ -67,14 +67,14 @@ def executor(request):
 
 
 def settle(executor, job_id: str, folder: Path, timeout: float = 120) -> str:
-    """Wait until the job has finished or failed; return which."""
-    from sbrrepro.executors import FAILED, FINISHED
+    """Wait until the job has finished, failed or been cancelled; return which."""
+    from sbrrepro.executors import CANCELLED, FAILED, FINISHED
 
     deadline = time.time() + timeout
     state = None
     while time.time() < deadline:
         state = executor.state(job_id, folder)
-        if state in (FINISHED, FAILED):
+        if state in (FINISHED, FAILED, CANCELLED):
             return state
         time.sleep(0.5)
     raise AssertionError(f"job {job_id} still {state} after {timeout} s")

@@ -72,6 +72,31 @@ def test_a_copy_of_a_finished_study_elsewhere_submits_nothing(study, cli, tmp_pa
     assert "submitted 0 job(s)" in result.stdout, result.stdout + result.stderr
 
 
+def test_a_damaged_state_store_is_one_clear_error_and_repair_rebuilds_it(study, cli, tmp_path):
+    """A store cut short (a full disk, a copy interrupted): `status` and `run` say what to do in one
+    line, exit 2; `repair` rebuilds it from the folders, keeping the damaged file; `status` and
+    `collect` then give what they gave before, and `run` submits nothing."""
+    root, plan_path, _, _ = study
+    copy = tmp_path / "damaged"
+    shutil.copytree(root, copy)
+    before_status = _json(cli("status", "--study", str(copy), "--json"))
+    before_rows = _json(cli("collect", "--study", str(copy), "--json"))
+    state = copy / "state.sqlite"
+    cli("status", "--study", str(copy))  # the WAL is checkpointed into the file at close
+    state.write_bytes(state.read_bytes()[:1500])
+    args = ("run", str(plan_path), "--smoke", "--epochs", "1", "--study", str(copy))
+    for broken in (cli("status", "--study", str(copy)), cli(*args)):
+        assert broken.returncode == 2 and "Traceback" not in broken.stderr
+        assert len(broken.stderr.strip().splitlines()) == 1 and "sbrrepro repair" in broken.stderr, broken.stderr
+    repaired = cli("repair", "--study", str(copy))
+    assert repaired.returncode == 0, repaired.stderr
+    assert "4 row(s), 2 submission(s)" in repaired.stdout
+    assert len(list(copy.glob("state.sqlite.damaged-*"))) == 1
+    assert _json(cli("status", "--study", str(copy), "--json")) == before_status
+    assert _json(cli("collect", "--study", str(copy), "--json")) == before_rows
+    assert "submitted 0 job(s)" in cli(*args).stdout
+
+
 def test_collect_reads_the_metrics_the_runs_computed(study, cli):
     root, plan_path, _, _ = study
     rows = _table3(_json(cli("collect", "--study", str(root), "--json")))

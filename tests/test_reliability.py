@@ -116,9 +116,13 @@ def test_cancel_stops_a_running_training(tiny_configs, tmp_path, cli):
     result = cli("cancel", "--study", str(study.root))
     assert result.returncode == 0 and f"cancelled 1 job(s)\n  {rows[0].key}" in result.stdout
     sub = study.submissions()[rows[0].key]
-    assert settle(LocalExecutor(), sub.job_id, study.paths.run(rows[0].key).submitit) == "failed"
-    assert [s.state for s in jobs.states(study, rows)] == ["failed"]
+    assert settle(LocalExecutor(), sub.job_id, study.paths.run(rows[0].key).submitit) == "cancelled"
+    assert [s.state for s in jobs.states(study, rows)] == ["cancelled"]
     assert "cancelled 0 job(s)" in cli("cancel", "--study", str(study.root)).stdout
+    try:  # a plain run submits a cancelled training again
+        assert jobs.submit(study, rows, LocalExecutor()) == [rows[0].key]
+    finally:
+        jobs.cancel(study, rows)
 
 
 def test_two_runs_cannot_submit_to_one_study_at_once(tmp_path, cli):

@@ -180,3 +180,18 @@ def test_test_dev_rows_await_the_server_then_import_its_stats(testdev, cli, tmp_
     assert improvement and improvement == {m: round(six[m] - one[m], 6) for m in improvement}
     report = (study / "report" / "scnet-table1.md").read_text()
     assert "cited (Liu et al." in report
+
+
+def test_parameter_counts_add_up_by_part():
+    """`sbrrepro params` counts: a feature relay module is the Linear from the 1024-d box feature to
+    256x7x7; the cascade with relay has one per stage, SCNet one; global context adds the same to
+    the cascade as to SCNet."""
+    pytest.importorskip("mmcv._ext")
+    from sbrrepro.params import Counts
+
+    rows = load_plan(SCNET / "table2.yaml")
+    counts = Counts()
+    baseline, sc, fr, gc, sc_fr, scnet = (counts(rows.row(n)) for n in range(1, 7))
+    relay = 1024 * 256 * 7 * 7 + 256 * 7 * 7
+    assert sc_fr - sc == relay and fr - baseline == 3 * relay
+    assert gc - baseline == scnet - sc_fr

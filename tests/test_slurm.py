@@ -20,7 +20,7 @@ from submitit.core.utils import JobPaths, pickle_load
 from sbrrepro import jobs
 from sbrrepro.configs import smoke_scale, write_configs
 from sbrrepro.dataset import SyntheticSpec, ensure_dataset
-from sbrrepro.executors import FAILED, FINISHED, SlurmExecutor, load_profile
+from sbrrepro.executors import CANCELLED, FINISHED, SlurmExecutor, load_profile
 from sbrrepro.layout import RunPaths, StudyPaths
 from sbrrepro.plan import load_plan
 from sbrrepro.results import final_metrics, load_histograms
@@ -143,16 +143,22 @@ def test_an_array_with_a_parallelism_limit(tmp_path):
     assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:])), spans  # never two at once
 
 
-def test_trainings_split_into_arrays_of_the_maximum_size_and_a_task_is_cancelled_and_retried_alone(tmp_path):
-    """Three trainings with max_array_size 2: an array of two and a single job, held by a start
-    time an hour away (nothing trains). One task is cancelled alone, and resubmitted alone."""
+def _held_study(tmp_path) -> tuple[SlurmExecutor, Study, list]:
+    """Table 3's first three rows in a new study, and an executor that submits them as an array of
+    two and a single job (max_array_size 2), held by a start time an hour away: nothing trains."""
     profile = slurm_profile(tmp_path, array_parallelism=1, max_array_size=2, sbatch={"mem": 1000, **HELD})
-    executor = SlurmExecutor(load_profile(str(profile)))
     plan = load_plan(TABLE3)
     plan = dataclasses.replace(plan, rows=plan.rows[:3])
     study = Study.open(tmp_path / "study", "smoke", create=True)
     rows = write_configs(plan, smoke_scale(tmp_path / "data"), study.paths)
     study.register(TABLE3, rows)
+    return SlurmExecutor(load_profile(str(profile))), study, rows
+
+
+def test_trainings_split_into_arrays_of_the_maximum_size_and_a_task_is_cancelled_and_retried_alone(tmp_path):
+    """Three trainings with max_array_size 2: an array of two and a single job, held by a start
+    time an hour away (nothing trains). One task is cancelled alone, and resubmitted alone."""
+    executor, study, rows = _held_study(tmp_path)
     keys = [r.key for r in rows]
     try:
         assert jobs.submit(study, rows, executor) == keys
@@ -166,12 +172,31 @@ def test_trainings_split_into_arrays_of_the_maximum_size_and_a_task_is_cancelled
         status = json.loads(run_cli("status", "--study", str(study.root), "--json").stdout)
         assert [(s["job_id"], s["state"]) for s in status] == [(subs[k].job_id, "pending") for k in keys]
         assert jobs.cancel(study, rows[1:2]) == [keys[1]]
-        assert settle(executor, subs[keys[1]].job_id, folder) == FAILED
-        assert [s.state for s in jobs.states(study, rows)] == ["pending", "failed", "pending"]
-        assert jobs.submit(study, rows, executor, retry_failed=True) == [keys[1]]
+        assert settle(executor, subs[keys[1]].job_id, folder) == CANCELLED
+        assert [s.state for s in jobs.states(study, rows)] == ["pending", "cancelled", "pending"]
+        assert jobs.submit(study, rows, executor) == [keys[1]]  # a plain run submits it again
         retried = study.submissions()[keys[1]]
         assert "_" not in retried.job_id and retried.folder == study.paths.run(keys[1]).submitit
         assert [s.state for s in jobs.states(study, rows)] == ["pending"] * 3
         assert {k: len(t) for k, t in jobs.traces(study, keys).items()} == {keys[0]: 1, keys[1]: 2, keys[2]: 1}
+    finally:
+        jobs.cancel(study, rows)
+
+
+def test_a_damaged_store_of_a_slurm_study_is_rebuilt_with_its_jobs(tmp_path):
+    """Two trainings as an array and one alone, held (nothing trains): after the store is cut short
+    and repaired, every row has the same job, executor and state as before."""
+    executor, study, rows = _held_study(tmp_path)
+    try:
+        assert len(jobs.submit(study, rows, executor)) == 3
+        before = json.loads(run_cli("status", "--study", str(study.root), "--json").stdout)
+        assert [s["state"] for s in before] == ["pending"] * 3
+        study.paths.state.write_bytes(study.paths.state.read_bytes()[:1500])
+        assert run_cli("status", "--study", str(study.root)).returncode == 2
+        repaired = run_cli("repair", "--study", str(study.root))
+        assert repaired.returncode == 0 and "3 row(s), 3 submission(s)" in repaired.stdout, repaired.stderr
+        assert json.loads(run_cli("status", "--study", str(study.root), "--json").stdout) == before
+        assert {s.executor for s in study.submissions().values()} == {"slurm"}
+        assert jobs.submit(study, rows, executor) == []
     finally:
         jobs.cancel(study, rows)
