@@ -44,7 +44,9 @@ def cli(*args: str, **kw) -> subprocess.CompletedProcess:
 
 
 def status(study: Path) -> list[dict]:
-    return json.loads(cli("status", "--study", str(study), "--json").stdout)
+    """Every row's state; none while the state store is damaged (before its repair)."""
+    out = cli("status", "--study", str(study), "--json")
+    return json.loads(out.stdout) if out.returncode == 0 else []
 
 
 def unrecorded(study_dir: Path) -> int:
@@ -114,12 +116,15 @@ def cancel_mid_training(study: Path, row: int, timeout: float = 1200) -> tuple[s
     else:
         raise RuntimeError(f"row {row} never reached its second epoch")
     cli("cancel", "--study", str(study), "--rows", f"{s['plan']}:{row}")
-    stop = time.time() + 20
-    while time.time() < stop and next(x for x in status(study) if x["row"] == row)["state"] != "cancelled":
+
+    def stopped() -> bool:  # a local job's id is its controller's pid, reaped once it has ended
+        gone = s["executor"] == "slurm" or not Path(f"/proc/{s['job_id']}").exists()
+        return gone and next(x for x in status(study) if x["row"] == row)["state"] == "cancelled"
+
+    deadline = time.time() + 20
+    while not stopped() and time.time() < deadline:
         time.sleep(0.5)
-    gone = s["executor"] == "slurm" or not Path(f"/proc/{s['job_id']}").exists()  # a local job: its pid
-    ended = next(x for x in status(study) if x["row"] == row)["state"] == "cancelled"
-    return s["key"], ended and gone and not StudyPaths(study).run(s["key"]).done.exists()
+    return s["key"], stopped() and not StudyPaths(study).run(s["key"]).done.exists()
 
 
 def damage_and_repair(study: Path) -> bool:
