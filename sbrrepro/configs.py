@@ -204,13 +204,15 @@ def _apply_smoke(cfg: dict, scale: Scale, recipe: dict[str, Any]) -> None:
     w = scale.width
 
     def narrow(d: dict) -> None:  # the paper's 256-channel neck and heads (1024-wide fcs) at width w
-        for key in ("in_channels", "out_channels", "feat_channels", "conv_out_channels", "out_conv_channels"):
+        for key in ("in_channels", "out_channels", "feat_channels", "conv_out_channels", "out_conv_channels",
+                    "output_channels"):
             if d.get(key) == 256:
                 d[key] = w
             elif isinstance(d.get(key), int) and d[key] in stage_widths:
                 d[key] = stage_widths[d[key]]
-        if d.get("fc_out_channels") == 1024:
-            d["fc_out_channels"] = 4 * w
+        for key in ("fc_out_channels", "deform_fc_channels"):
+            if d.get(key) == 1024:
+                d[key] = 4 * w
         if d.get("type") == "FeatureRelayHead":  # reads the box head's 1024-wide shared fc features
             d["in_channels"] = 4 * w
 

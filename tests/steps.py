@@ -111,6 +111,23 @@ def train_step(cfg: dict, model) -> dict:
     return losses
 
 
+def backward(model, inputs: dict) -> tuple[dict, dict]:
+    """One forward-backward pass of a detector in training mode on preprocessed `inputs`: its losses
+    (checked finite) and its trainable parameters by name (checked: every one has a gradient, as
+    DDP without unused parameters needs)."""
+    import torch
+
+    model.train()
+    losses = model(**inputs, mode="loss")
+    total, _ = model.parse_losses(losses)
+    assert torch.isfinite(total), losses
+    total.backward()
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    missing = [n for n, p in trainable.items() if p.grad is None]
+    assert not missing, f"no gradient: {missing}"
+    return losses, trainable
+
+
 def predict(cfg: dict, model) -> list:
     """A prediction for two images: at most 100 detections each, with a full-size mask per box when
     the config evaluates segmentation."""

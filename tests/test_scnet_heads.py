@@ -18,6 +18,7 @@ from mmdet.registry import MODELS  # noqa: E402
 from mmdet.testing import demo_mm_inputs  # noqa: E402
 from mmdet.utils import register_all_modules  # noqa: E402
 from mmengine.config import Config, ConfigDict  # noqa: E402
+from steps import backward  # noqa: E402
 
 import sbrrepro.models  # noqa: E402, F401  (registers the plugins)
 
@@ -118,14 +119,7 @@ def data(model, semantic: bool, training: bool) -> dict:
 
 def train_step(model) -> dict:
     """One training step's losses (all finite); asserts every trainable parameter got a gradient."""
-    model.train()
-    losses = model(**data(model, model.roi_head.with_semantic, True), mode="loss")
-    total, _ = model.parse_losses(losses)
-    assert torch.isfinite(total), losses
-    total.backward()
-    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    missing = [n for n, p in trainable.items() if p.grad is None]
-    assert not missing, f"no gradient: {missing}"
+    losses, trainable = backward(model, data(model, model.roi_head.with_semantic, True))
     # an RoI-head layer whose gradient is all zero would be a wiring mistake (coarse FPN levels may get
     # none: no RoI of a 128-pixel image maps to them)
     dead = {n.rsplit(".", 1)[0] for n, p in trainable.items() if n.startswith("roi_head.") and not p.grad.any()}
