@@ -1,5 +1,5 @@
-"""The `sbrrepro` command: run, status, cancel, collect, repair, import-stats, local-server, params,
-speed, plot-iou, plot-anchors.
+"""The `sbrrepro` command: run, status, cancel, collect, repair, check-data, import-stats, local-server,
+params, speed, plot-iou, plot-anchors.
 
 Data flows plan -> configs -> jobs -> results -> report; each command parses its arguments, calls
 its stage and prints. Bad input ends with one line on stderr and exit status 2.
@@ -18,6 +18,8 @@ from pathlib import Path
 from .errors import UserError
 
 DEFAULT_STUDY = Path("studies/default")
+DATASET_HELP = ("a dataset profile (YAML: train/val annotation files and image folders) to train and evaluate on "
+                "instead of COCO (full scale) or the embedded dataset (--smoke)")
 
 
 def _unrun_state(plan, row) -> dict:
@@ -66,7 +68,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .zoo import COST_BASIS
 
     executor = make_executor(load_profile(args.cluster))
-    prepared = prepare(args.plans, Path(args.study), args.smoke, args.epochs, args.data_root, args.dry_run)
+    prepared = prepare(args.plans, Path(args.study), args.smoke, args.epochs, args.data_root, args.dry_run,
+                       args.dataset)
     study, trained = prepared.study, prepared.trained
     rows = [rc for _, rc in trained]
     if args.dry_run:
@@ -90,6 +93,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"{s.hours_one_per_row:.1f} (saved: {s.hours_one_per_row - s.hours:.1f}); what this study has "
                   f"not measured yet is estimated from {COST_BASIS}")
         return 0
+    for summary in prepared.checked:
+        print(f"data checked: {summary.line()}")
     with study.submitting():
         submitted = jobs.submit(study, rows, executor, retry_failed=args.retry_failed)
     print(f"submitted {len(submitted)} job(s) ({executor.kind}) for {len(rows)} row(s) in {study.root}")
@@ -131,6 +136,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     plans = [load_plan(p) for p in dict.fromkeys(p for p, _ in registered)]
     unrun = [(plan, row) for plan in plans for row in plan.rows if row.model is None]
     _print_states(jobs.states(study, _trained(registered)), args.json, unrun=unrun)
+    return 0
+
+
+def cmd_check_data(args: argparse.Namespace) -> int:
+    from .datacheck import Split, check
+    from .dataset import ensure_dataset
+    from .prepare import data_cache, scale_of
+    from .profiles import BUILT_IN
+
+    smoke = args.dataset == "shapes"
+    scale = scale_of(Path(args.study), smoke, None, args.data_root, None if args.dataset in BUILT_IN else args.dataset)
+    if smoke:
+        ensure_dataset(scale.data_root.parent)
+    roles = ("train", "val")
+    splits = {role: scale.files(role, split) for role, split in zip(roles, ("train2017", "val2017"))}
+    for role, (ann, images) in splits.items():
+        summary = check(Split(role, scale.data_root / ann, scale.data_root / images), data_cache())
+        print(summary.line())
     return 0
 
 
@@ -256,7 +279,7 @@ def cmd_speed(args: argparse.Namespace) -> int:
 
     if args.images < 1:
         raise UserError("command line", "--images", f"must be at least 1, got {args.images}")
-    prepared = prepare(args.plans, Path(args.study), args.smoke, args.epochs, args.data_root)
+    prepared = prepare(args.plans, Path(args.study), args.smoke, args.epochs, args.data_root, dataset=args.dataset)
     results = []
     for rc, speed in measure_rows(prepared.study, [rc for _, rc in prepared.trained], args.images):
         results.append({"plan": rc.plan, "row": rc.row, "label": rc.label, "key": rc.key, **dataclasses.asdict(speed)})
@@ -275,6 +298,7 @@ def cmd_plot_anchors(args: argparse.Namespace) -> int:
     from .figures import anchor_coverage
     from .layout import StudyPaths
     from .plan import load_plan
+    from .profiles import load_profile
 
     plan = load_plan(args.plan)
     if plan.figure != "anchor_coverage":
@@ -282,7 +306,9 @@ def cmd_plot_anchors(args: argparse.Namespace) -> int:
     paths = StudyPaths(Path(args.study).resolve())
     rows = [(str(plan.path), rc) for rc in write_configs(plan, full_scale(Path("coco")), paths)]
     out = Path(args.out) if args.out else paths.figure(plan.name)
-    written = anchor_coverage.draw(paths, rows, out, data_root=args.data_root, progress=not args.json)
+    profile = load_profile(args.dataset) if args.dataset else None
+    written = anchor_coverage.draw(paths, rows, out, data_root=args.data_root, progress=not args.json,
+                                   profile=profile)
     table = json.loads(written[-1].read_text())
     if args.json:
         print(json.dumps(table, indent=1))
@@ -310,6 +336,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int, help="train every row this many epochs instead (lr steps scaled "
                      "alike): a quick check of the whole path")
     run.add_argument("--data-root", help="COCO folder for full scale (default: $SBRREPRO_COCO or data/coco)")
+    run.add_argument("--dataset", help=DATASET_HELP)
     run.add_argument("--dry-run", action="store_true", help="write the configs, print what would be submitted")
     run.add_argument("--wait", action="store_true", help="wait until every row is done or failed")
     run.add_argument("--retry-failed", action="store_true", help="submit failed trainings again")
@@ -330,6 +357,13 @@ def parser() -> argparse.ArgumentParser:
     study_arg(collect)
     collect.add_argument("--json", action="store_true")
     collect.set_defaults(func=cmd_collect)
+
+    checkdata = sub.add_parser("check-data", help="check a dataset's annotations and images before training on it")
+    checkdata.add_argument("dataset", help="a dataset profile (YAML), coco2017 (with --data-root) or shapes (the "
+                           "embedded dataset, made in the study)")
+    checkdata.add_argument("--data-root", help="COCO folder for coco2017 (default: $SBRREPRO_COCO or data/coco)")
+    study_arg(checkdata)
+    checkdata.set_defaults(func=cmd_check_data)
 
     repair = sub.add_parser("repair", help="rebuild a damaged state store from the study's folders")
     study_arg(repair)
@@ -360,6 +394,7 @@ def parser() -> argparse.ArgumentParser:
     study_arg(speed)
     speed.add_argument("--smoke", action="store_true", help="the smoke-scale models on the embedded dataset")
     speed.add_argument("--data-root", help="COCO folder for full scale (default: $SBRREPRO_COCO or data/coco)")
+    speed.add_argument("--dataset", help=DATASET_HELP)
     speed.add_argument("--images", type=int, default=20, help="timed images per row (default: %(default)s)")
     speed.add_argument("--epochs", type=int, help="as given to `run`: the rows' configs (and so their "
                        "trained weights) depend on it")
@@ -381,6 +416,7 @@ def parser() -> argparse.ArgumentParser:
     study_arg(anchors)
     anchors.add_argument("--data-root", help="COCO folder (default: $SBRREPRO_COCO; without either, the "
                          "embedded dataset)")
+    anchors.add_argument("--dataset", help="a dataset profile (YAML): its training annotations instead of COCO's")
     anchors.add_argument("--out", help="output path without extension (default: STUDY/figures/sbr-cnn-fig1)")
     anchors.add_argument("--json", action="store_true")
     anchors.set_defaults(func=cmd_plot_anchors)

@@ -16,6 +16,7 @@ from .files import atomic_write
 from .metrics import PARAM_UNITS, VOCABULARY, from_coco, from_params
 from .params import Counts, param_metrics
 from .plan import Plan, Row, load_plan
+from .profiles import BUILT_IN
 from .report import Table, to_latex, to_markdown
 from .results import final_metrics, training_footprint
 from .speed import recorded as recorded_speed
@@ -25,6 +26,11 @@ from .zoo import MODELS
 
 SCALED_MARK = "†"
 CITED = "cited"  # the verdict of a cited row: another paper's published numbers, not reproduced
+OTHER_DATA = "other data"  # trained on a dataset of the user's, not the paper's: never reproduced
+
+
+def other_data(study: Study) -> bool:
+    return study.dataset not in BUILT_IN
 
 
 def _about(plan: Plan, row: Row, rc: RowConfig | None, state: jobs.RowState | None) -> dict[str, Any]:
@@ -96,6 +102,8 @@ def collect(study: Study) -> Collected:
                 verdict = CITED  # another paper's result: nothing of ours to judge
             elif study.scale == "smoke" and verdict != "–" and not counted_only(plan):
                 verdict = "smoke"  # synthetic data: the numbers are real but not comparable with the paper
+            elif other_data(study) and verdict != "–" and not counted_only(plan):
+                verdict = OTHER_DATA  # the user's dataset: real numbers, not the paper's experiment
             prov_path = study.paths.run(rc.train_key).provenance if rc else None
             prov = json.loads(prov_path.read_text()) if prov_path and prov_path.exists() else None
             rows.append({**_about(plan, row, rc, state), "metrics": metrics,
@@ -118,8 +126,9 @@ def collect(study: Study) -> Collected:
                 not_drawn[plan.name] = str(e)
         if plan.figure or not plan.metrics:  # a figure plan's numbers are its figure's
             continue
-        table = Table(f"{plan.paper} {plan.name.split('/')[1]}: {plan.title}", caption(plan, study.scale),
-                      ["#", *plan_lead(plan)], plan.metrics, by_plan[plan_path])
+        table = Table(f"{plan.paper} {plan.name.split('/')[1]}: {plan.title}",
+                      caption(plan, study.scale, study.dataset), ["#", *plan_lead(plan)], plan.metrics,
+                      by_plan[plan_path])
         for suffix, render in ((".md", to_markdown), (".tex", to_latex)):
             path = study.paths.report(plan.name, suffix)
             atomic_write(path, render(table))
@@ -140,7 +149,7 @@ def counted_only(plan: Plan) -> bool:
     return bool(plan.metrics) and set(plan.metrics) <= PARAM_UNITS.keys()
 
 
-def caption(plan: Plan, scale: str) -> str:
+def caption(plan: Plan, scale: str, dataset: str = "coco2017") -> str:
     text = (f"Paper: as published; Ours: computed by sbrrepro; Δ = Ours − Paper. "
             f"✓ when every |Δ| ≤ {plan.tolerance:g}.")
     if counted_only(plan):
@@ -152,6 +161,8 @@ def caption(plan: Plan, scale: str) -> str:
             text += f" Row {row.number}: {CITED} ({row.cited}), not reproduced: the paper's number only."
         elif row.derived:
             text += f" Row {row.number}: row {row.derived[0]} − row {row.derived[1]}, ours computed from ours."
+    if dataset not in BUILT_IN:
+        text += f" Trained and evaluated on {dataset}, not the paper's dataset: no verdict."
     if scale == "smoke":
         text += (" Smoke scale: trained and evaluated on sbrrepro's small synthetic dataset with ResNet-18, "
                  "so Ours is not comparable with the paper (no verdict).")

@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from .dataset import CLASSES, SEMANTIC_CLASSES
+from .errors import UserError
 from .files import atomic_write
 from .layout import StudyPaths
 from .plan import Plan, Row
+from .profiles import Profile
 from .zoo import MODELS
 
 PLUGINS = "sbrrepro.models"
@@ -55,6 +57,7 @@ class Scale:
     lr_per_image: float = 0.0
     warmup_iters: int = 0
     clip_grad: float | None = None
+    profile: Profile | None = None  # a dataset of the user's: its files instead of COCO's or the embedded ones
 
     def _name(self, role: str, split: str) -> str:
         """COCO's own split names, or the synthetic dataset's three (train, val, test)."""
@@ -65,6 +68,9 @@ class Scale:
     def files(self, role: str, split: str) -> tuple[str, str]:
         """Annotation file and image folder, relative to the data root, of a recipe's split
         (`role`: 'train' or 'val'); a split of the evaluation server has image information only."""
+        if self.profile is not None:
+            files = self._profile_split("test" if split in SERVER_SPLITS else role)
+            return files.ann, files.images.rstrip("/") + "/"
         name = self._name(role, split)
         if split in SERVER_SPLITS:
             images = "test2017/" if self.name == "full" else f"{name}/"
@@ -73,11 +79,29 @@ class Scale:
 
     def semantic_maps(self, role: str, split: str) -> str:
         """The folder of a split's semantic segmentation maps (COCO-stuff's stuff and thing labels)."""
+        if self.profile is not None:
+            if not self.profile.semantic_maps or role != "train":
+                raise UserError(str(self.profile.source), "semantic", "a row with a semantic branch needs the "
+                                "training images' semantic maps: `semantic: {train: FOLDER, classes: N}`")
+            return self.profile.semantic_maps.rstrip("/") + "/"
         return f"stuffthingmaps/{self._name(role, split)}/"
+
+    def _profile_split(self, role: str):
+        found = self.profile.splits.get(role)
+        if found is None:
+            raise UserError(str(self.profile.source), role, f"missing: a row of the plans evaluates on the {role} "
+                            "split (test-dev: its images without annotations)")
+        return found
 
 
 def full_scale(coco_root: Path) -> Scale:
     return Scale("full", coco_root, "coco")
+
+
+def on_profile(scale: Scale, profile: Profile) -> Scale:
+    """`scale` on a dataset profile's data: its files, classes and identity."""
+    return dataclasses.replace(scale, data_root=profile.root, data_id=profile.identity, classes=profile.classes,
+                               semantic_classes=profile.semantic_classes, profile=profile)
 
 
 def smoke_scale(dataset_root: Path) -> Scale:
@@ -175,11 +199,22 @@ def _apply_data(cfg: dict, scale: Scale, recipe: dict[str, Any], root: str) -> N
         cfg["test_evaluator"].update(ann_file=root + ann, format_only=True, outfile_prefix="detections")
 
 
+def _apply_classes(model: dict, scale: Scale) -> None:
+    """The dataset's classes in every head; a semantic head has the maps' own labels (COCO-stuff's
+    where the dataset does not say)."""
+    def update(d: dict) -> None:
+        if "num_classes" not in d:
+            return
+        if d.get("type") not in SEMANTIC_HEADS:
+            d["num_classes"] = len(scale.classes)
+        elif scale.semantic_classes:
+            d["num_classes"] = scale.semantic_classes
+
+    _walk(model, update)
+
+
 def _apply_smoke(cfg: dict, scale: Scale, recipe: dict[str, Any]) -> None:
     model = cfg["model"]
-    n = len(scale.classes or ())
-    _walk(model, lambda d: "num_classes" in d and d.update(
-        num_classes=scale.semantic_classes if d.get("type") in SEMANTIC_HEADS else n))
     # ResNet-18 from scratch: nothing pretrained to freeze or to keep the BN statistics of. GC-Net's
     # context blocks and DCN exist in bottleneck blocks only: there, a ResNet-50 with a quarter of its
     # channels has ResNet-18's stage widths (64-512).
@@ -266,6 +301,8 @@ def _build(row: Row, scale: Scale, root: str) -> dict:
         return cfg
     _apply_recipe(cfg, row.recipe, scale.epochs)
     _apply_data(cfg, scale, row.recipe, root)
+    if scale.classes:
+        _apply_classes(cfg["model"], scale)
     if scale.name == "smoke":
         _apply_smoke(cfg, scale, row.recipe)
     cfg["custom_hooks"] = [*cfg.get("custom_hooks", []), dict(type="IoUHistogramHook")]

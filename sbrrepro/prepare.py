@@ -9,14 +9,16 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .configs import RowConfig, Scale, build_config, full_scale, smoke_scale, write_configs
+from .configs import RowConfig, Scale, build_config, full_scale, on_profile, smoke_scale, write_configs
+from .datacheck import Split, Summary, check
 from .dataset import SyntheticSpec, ensure_dataset
 from .errors import UserError
 from .layout import StudyPaths
 from .plan import Plan, Row, load_plans
+from .profiles import BUILT_IN, load_profile
 from .study import Study
 from .zoo import MODELS
 
@@ -26,6 +28,7 @@ class Prepared:
     study: Study
     plans: list[Plan]
     rows: list[tuple[Plan, Row, RowConfig]]  # every row with a model of every plan, in plan order
+    checked: list[Summary] = field(default_factory=list)  # the data splits checked before submitting
 
     @property
     def trained(self) -> list[tuple[Row, RowConfig]]:
@@ -38,17 +41,40 @@ class Prepared:
         return [row for plan in self.plans for row in plan.rows if row.model is None]
 
 
-def scale_of(study_root: Path, smoke: bool, epochs: int | None, data_root: str | None) -> Scale:
+def scale_of(study_root: Path, smoke: bool, epochs: int | None, data_root: str | None,
+             dataset: str | None = None) -> Scale:
+    """The study's scale on its data: COCO (full) or the embedded dataset (smoke) unless `dataset`
+    names another (a profile file: both scales on its data)."""
+    default = "shapes" if smoke else "coco2017"
+    if dataset not in (None, default) and dataset in BUILT_IN:
+        raise UserError("command line", "--dataset", f"{dataset} is for {'full' if smoke else 'smoke'} scale; at "
+                        f"this scale the built-in dataset is {default}, or give a profile file")
     if smoke:
         scale = smoke_scale((StudyPaths(study_root).data / SyntheticSpec().folder_name()).resolve())
     else:
         scale = full_scale(Path(data_root or os.environ.get("SBRREPRO_COCO", "data/coco")).resolve())
+    if dataset not in (None, default):
+        scale = on_profile(scale, load_profile(dataset))
     return dataclasses.replace(scale, epochs=epochs) if epochs else scale
 
 
-def _require_data(plans: list[Plan], scale: Scale) -> None:
-    """At full scale, every file and folder that a row's training and evaluation read must be there:
-    annotations, images, semantic maps."""
+def dataset_name(scale: Scale) -> str:
+    """The name a study records of its data: a profile's, or the built-in dataset's."""
+    if scale.profile is not None:
+        return scale.profile.name
+    return "shapes" if scale.name == "smoke" else "coco2017"
+
+
+def data_cache() -> Path:
+    """Where passed data checks are kept, for every study of this user (see `datacheck`)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sbrrepro" / "datacheck.json"
+
+
+def _require_data(plans: list[Plan], scale: Scale) -> list[Summary]:
+    """At full scale or on a dataset profile, every file and folder that a row's training and
+    evaluation read must be there (annotations, images, semantic maps), and every annotated split
+    must pass `datacheck` (each split once, its passes cached); returns their summaries."""
+    splits: dict[tuple[Path, Path], str] = {}
     for plan in plans:
         for i, row in enumerate(plan.rows):
             if row.model is None or not MODELS[row.model].trains:
@@ -56,35 +82,41 @@ def _require_data(plans: list[Plan], scale: Scale) -> None:
             cfg = build_config(row, scale)
             for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
                 ds = cfg[loader]["dataset"]
-                needed = [Path(ds["data_root"]) / ds["ann_file"], *(Path(ds["data_root"]) / p
-                                                                    for p in ds["data_prefix"].values())]
-                if missing := next((p for p in needed if not p.exists()), None):
+                root = Path(ds["data_root"])
+                needed = [root / ds["ann_file"], *(root / p for p in ds["data_prefix"].values())]
+                if (missing := next((p for p in needed if not p.exists()), None)) and scale.profile is not None:
+                    raise UserError(str(scale.profile.source), None, f"{missing} is missing (rows[{i}] of "
+                                    f"{plan.path} reads it)")
+                if missing:
                     hint = (" (COCO-stuff's stuffthingmaps_trainval2017.zip, unpacked there)"
                             if "stuffthingmaps" in str(missing) else "")
                     raise UserError(str(plan.path), f"rows[{i}].recipe", f"COCO not found: {missing} is missing{hint}; "
                                     "pass --data-root DIR (or set SBRREPRO_COCO), or use --smoke for the embedded "
                                     "dataset")
+                if not (loader == "test_dataloader" and cfg["test_evaluator"].get("format_only")):  # no annotations
+                    splits.setdefault((root / ds["ann_file"], root / ds["data_prefix"]["img"]), loader.split("_")[0])
+    return [check(Split(name, ann, images), data_cache()) for (ann, images), name in splits.items()]
 
 
 def prepare(plan_files: Sequence[str], study_root: Path, smoke: bool, epochs: int | None = None,
-            data_root: str | None = None, dry_run: bool = False) -> Prepared:
+            data_root: str | None = None, dry_run: bool = False, dataset: str | None = None) -> Prepared:
     """Load and check the plans, write each row's config into the study (made if new) and register
-    the rows; unless `dry_run`, check the COCO splits (full scale) or generate the dataset (smoke)."""
+    the rows; unless `dry_run`, check the data's files (full scale, or a dataset profile) or generate
+    the embedded dataset (smoke). `dataset`: a dataset profile file (see `profiles`)."""
     if epochs is not None and epochs < 1:
         raise UserError("command line", "--epochs", f"must be at least 1, got {epochs}")
     plans = load_plans(plan_files)  # every plan is checked before anything is written
     scale_name = "smoke" if smoke else "full"
-    if StudyPaths(study_root).meta.exists():
-        Study.open(study_root, scale_name)  # a scale mismatch is an error before anything is written
-    scale = scale_of(study_root, smoke, epochs, data_root)
-    if not dry_run and not smoke:
-        _require_data(plans, scale)
-    study = Study.open(study_root, scale_name, create=True)
+    scale = scale_of(study_root, smoke, epochs, data_root, dataset)
+    if StudyPaths(study_root).meta.exists():  # a scale or data mismatch is an error before anything is written
+        Study.open(study_root, scale_name, dataset_name(scale))
+    checked = _require_data(plans, scale) if not dry_run and (not smoke or scale.profile is not None) else []
+    study = Study.open(study_root, scale_name, dataset_name(scale), create=True)
     rows = []
     for plan in plans:
         written = write_configs(plan, scale, study.paths)
         study.register(plan.path, written)
         rows += [(plan, row, rc) for row, rc in zip(plan.model_rows, written)]
-    if smoke and not dry_run:
+    if smoke and not dry_run and scale.profile is None:
         ensure_dataset(study.paths.data)
-    return Prepared(study, plans, rows)
+    return Prepared(study, plans, rows, checked)

@@ -40,7 +40,8 @@ def repair(root: Path) -> Repaired:
         raise UserError(str(paths.rows), None, "missing, so the rows cannot be rebuilt (a study made before "
                         "sbrrepro kept it): move state.sqlite aside and run the plans again with "
                         "`sbrrepro run PLAN... --dry-run`, which registers them and finds every job again")
-    study = Study(paths.root, json.loads(paths.meta.read_text())["scale"])
+    meta = json.loads(paths.meta.read_text())
+    study = Study(paths.root, meta["scale"], meta.get("dataset"))
     rows = json.loads(paths.rows.read_text())
     configs = {r["key"]: r["config"] for r in rows} | {r["train_key"]: r["train_config"] for r in rows}
     submissions = []

@@ -67,31 +67,37 @@ class Submission:
 
 
 class Study:
-    def __init__(self, root: Path, scale: str) -> None:
+    def __init__(self, root: Path, scale: str, dataset: str | None = None) -> None:
         self.root = root
         self.scale = scale
+        # what it trains and evaluates on: a dataset profile's name, or the scale's built-in dataset
+        self.dataset = dataset or ("shapes" if scale == "smoke" else "coco2017")
         self.paths = StudyPaths(root)
 
     @classmethod
-    def open(cls, root: Path, scale: str | None = None, create: bool = False) -> Study:
-        """Open (or with `create`, make) a study; `scale` must match the one it was made with."""
+    def open(cls, root: Path, scale: str | None = None, dataset: str | None = None, create: bool = False) -> Study:
+        """Open (or with `create`, make) a study; `scale` and `dataset` must match those it was made with."""
         root = root.resolve()  # jobs run elsewhere (another cwd, another node): paths are absolute
         meta = StudyPaths(root).meta
         if meta.exists():
-            made = json.loads(meta.read_text())["scale"]
-            if scale is not None and made != scale:
-                flag = "without --smoke" if made == "full" else "with --smoke"
-                raise UserError(str(root), "scale", f"this study was made at {made} scale; run it {flag}, "
+            made = json.loads(meta.read_text())
+            study = cls(root, made["scale"], made.get("dataset"))
+            if scale is not None and study.scale != scale:
+                flag = "without --smoke" if study.scale == "full" else "with --smoke"
+                raise UserError(str(root), "scale", f"this study was made at {study.scale} scale; run it {flag}, "
                                 f"or choose another folder with --study")
-            study = cls(root, made)
+            if dataset is not None and study.dataset != dataset:
+                raise UserError(str(root), "dataset", f"this study trains on {study.dataset}, not {dataset}; "
+                                "choose another folder with --study")
             with study._db():  # a state store of another sbrrepro version is refused here, before any write
                 pass
             return study
         if not create:
             raise UserError(str(root), None, "no study here; `sbrrepro run PLAN` makes one (or pass --study DIR)")
         root.mkdir(parents=True, exist_ok=True)
-        atomic_write(meta, json.dumps({"scale": scale or "full", "created": time.time()}))
-        return cls(root, scale or "full")
+        study = cls(root, scale or "full", dataset)
+        atomic_write(meta, json.dumps({"scale": study.scale, "dataset": study.dataset, "created": time.time()}))
+        return study
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:

@@ -185,5 +185,7 @@ def provenance(cfg, job_id: str) -> dict[str, Any]:
         "lr_effective": lr * world * per_gpu / paper_batch,
         "lr_scaled": world * per_gpu != paper_batch,
         "seed": cfg.randomness.seed,
+        # the classes it learns (None: the dataset's own, COCO's 80)
+        "classes": list(cfg.train_dataloader.dataset.get("metainfo", {}).get("classes", ())) or None,
         "started": time.time(),
     }

@@ -34,6 +34,7 @@ from ..errors import UserError
 from ..files import atomic_write
 from ..layout import StudyPaths
 from ..plan import load_plan
+from ..profiles import Profile
 from ..zoo import MODELS
 from . import pyplot, save
 
@@ -170,13 +171,15 @@ def percent_without_anchor(ious: npt.ArrayLike, thresholds: Sequence[float]) -> 
 
 
 def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path, data_root: str | None = None,
-         progress: bool = False) -> list[Path]:
+         progress: bool = False, profile: Profile | None = None) -> list[Path]:
     """Per row (an anchor generator), the percentage of ground-truth boxes with no anchor reaching
-    each IoU threshold, on COCO's training split under `data_root` (default: $SBRREPRO_COCO; the
-    boxes the RPN trains on) or, without either, on the embedded dataset: out.png, out.pdf, and
-    the numbers in out.json."""
+    each IoU threshold, on a dataset profile's training split, else on COCO's under `data_root`
+    (default: $SBRREPRO_COCO; the boxes the RPN trains on) or, without either, on the embedded
+    dataset: out.png, out.pdf, and the numbers in out.json."""
     data_root = data_root or os.environ.get("SBRREPRO_COCO")
-    if data_root:
+    if profile is not None:
+        dataset = profile.name
+    elif data_root:
         dataset = "COCO"
     else:
         data_root, dataset = str(ensure_dataset(paths.data)), f"embedded ({SyntheticSpec().folder_name()})"
@@ -184,7 +187,8 @@ def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path, data_r
     for plan_path, rc in rows:
         row = load_plan(plan_path).row(rc.row)
         split = row.recipe["train_split"] if dataset == "COCO" else "train"
-        ann = Path(data_root) / "annotations" / f"instances_{split}.json"
+        ann = (profile.root / profile.splits["train"].ann if profile is not None else
+               Path(data_root) / "annotations" / f"instances_{split}.json")
         if not ann.exists():
             raise UserError(str(data_root), None, f"{ann} is missing: expected a COCO folder (--data-root)")
         generator = MODELS[rc.model].build(row.options)["anchor_generator"]

@@ -7,6 +7,8 @@ where it is explicit, the authors' public code where it is silent.
 
 from __future__ import annotations
 
+import copy
+
 from ..schema import Field, one_of
 from . import Model
 from ._parts import BACKBONE, MASK_RCNN, Options, backbone, backbone_name, one_rcnn_stage, record_rcnn, stock
@@ -24,7 +26,8 @@ POOLS = {
 
 
 def _head(o: Options, num_classes: int = 80) -> dict:
-    return dict(
+    """The RoI head's config, its own copy: later stages change configs in place."""
+    return copy.deepcopy(dict(
         type="CoMaskRoIHead", roi_pool=o["roi_pool"], collaborative=o["collaborative"],
         bbox_roi_extractor=dict(EXTRACTOR, roi_layer=POOLS[o["roi_pool"]]),
         # classification only: the box comes from the collaborative-learning head (loss weight 2, as the code)
@@ -39,7 +42,7 @@ def _head(o: Options, num_classes: int = 80) -> dict:
                        loss_bbox=dict(type="IoULoss", loss_weight=2.0),
                        loss_mask=dict(type="CrossEntropyLoss", use_mask=True, loss_weight=1.0),
                        loss_mask_iou=dict(type="MSELoss", loss_weight=0.5),
-                       loss_fg=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0)))
+                       loss_fg=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0))))
 
 
 def _build(o: Options) -> dict:
