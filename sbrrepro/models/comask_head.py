@@ -15,12 +15,16 @@ From the authors' code (`clelouch/CoMask`: SID.py, SID_head.py, configs/SID), wh
   mapping for both extractors (`RatioRoIExtractor`);
 - GN(32), bias-free convs; distances relative to the RoI's width/height, then ReLU;
 - positive RoIs jittered by up to +-15% (centre and size) before the CL head, at most 192 of them per batch;
-- losses: IoU loss (weight 2.0) between every pixel's decoded box and the gt box, weighted by
-  sigmoid(mask) x [> 0.5] (not detached, as in the code); mask CE (1.0) on the label's mask; mask scoring
+- losses: IoU loss (weight 2.0) between every pixel's decoded box and the gt box, each pixel weighted by
+  sigmoid(mask) x [> 0.5] (not detached, as in the code; the code's (N, 1) weights against its loss's (N,)
+  broadcast in mmdet 1.x, so there the weighting reduces to mean(loss) x mean(weight): here it is per
+  pixel, the reading the paper's Eqs. 8-9 suggest); mask CE (1.0) on the label's mask; mask scoring
   (0.5): the 7x7 features with the 4x4-max-pooled (detached) predicted mask, 2 x [conv3x3 + GN + ReLU],
   2 FC 1024, one IoU per class, MSE on targets in (0.1, 1] (mmdet's MaskIoUHead targets, which threshold
   the logits at mask_thr_binary, as the authors' code does);
-- test: classification NMS IoU 0.3, score threshold 0.05; mask score = class score + 0.3 x predicted IoU.
+- test: classification NMS IoU 0.3, score threshold 0.05; mask score = class score + 0.3 x predicted IoU
+  (3.x keeps one score per detection, so the boxes are ranked by it too: box AP is not the code's; the
+  paper reports mask AP only).
 
 Differences from the code, by choice: at test the code averages over every pixel (no 0.5 threshold), we
 follow the paper (test_cfg `box_weight_thr`, 0 gives the code's rule); when no pixel passes, every pixel

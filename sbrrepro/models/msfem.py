@@ -12,8 +12,8 @@ Chen et al., "Accurate Instance Segmentation via Collaborative Learning", Sec. 3
   output conv on P2-P5 and P6 stays the max-pool of the new P5. With fewer than 3 branches that module returns
   its input unchanged, so CoMask_1 and CoMask_2 (Table 2) are the same network there.
 
-Where the paper is silent the 'paper' variant takes the code's choices: GroupNorm + ReLU after every stride-2 conv
-(separate convs per branch and per depth), bilinear upsampling with ``align_corners=True``, attention reduction 4,
+Where the paper is silent the 'paper' variant takes the code's choices: GroupNorm + ReLU after every stride-2 conv,
+bilinear upsampling with ``align_corners=True``, attention reduction 4,
 no FC biases, Xavier-uniform init of convs and FCs. Both classes are registered in MMDetection's MODELS.
 """
 
@@ -102,7 +102,9 @@ class MSFEM(BaseModule):
 
     def _build_paper(self, groups: int, reduction: int) -> None:
         c, b = self.channels, self.branches
-        # branch i: its own chain of i stride-2 convs (C2^i); no bias before GN, which removes it anyway
+        # branch i: its own chain of i stride-2 convs (C2^i). A reading of Eq. 1: the code cascades its
+        # branches instead, and "an iterated function" may also mean one chain whose i-th output is F_i
+        # (fewer convs: 3 for 4 branches, not 6). No bias before GN, which removes it anyway
         self.branch_convs = nn.ModuleList(
             nn.Sequential(*(_down(c, c, groups, bias=False) for _ in range(i))) for i in range(1, b))
         self.fuse = nn.Conv2d(b * c, c, 1)  # Eq. 3 (C -> C when B = 1: F_F = F_0)
