@@ -27,6 +27,7 @@ from .zoo import MODELS
 SCALED_MARK = "†"
 CITED = "cited"  # the verdict of a cited row: another paper's published numbers, not reproduced
 OTHER_DATA = "other data"  # trained on a dataset of the user's, not the paper's: never reproduced
+OWN = "own"  # a row of your own study: nothing published to compare with
 
 
 def other_data(study: Study) -> bool:
@@ -86,19 +87,24 @@ def collect(study: Study) -> Collected:
         configs = {rc.row: rc for p, rc in registered if p == plan_path}
         metrics_of: dict[int, dict[str, float]] = {}
         for row in plan.rows:  # a derived line follows the rows it is computed from
-            rc = configs.get(row.number)
             state = state_of.get((plan.name, row.number))
             if row.derived:
                 a, b = (metrics_of.get(n, {}) for n in row.derived)
                 metrics = {m: round(a[m] - b[m], 6) for m in plan.metrics if m in a and m in b}
             else:
-                metrics = ours(study, rc) if state and state.state == jobs.DONE else {}
+                metrics = ours(study, configs[row.number]) if state and state.state == jobs.DONE else {}
             if param_metrics(plan) and row.model is not None:  # counted on the paper-scale model, at any scale
                 metrics |= from_params(counts(row), plan.metrics)
             metrics_of[row.number] = metrics
+        for row in plan.rows:
+            rc, state, metrics = configs.get(row.number), state_of.get((plan.name, row.number)), metrics_of[row.number]
             published = plan.published[row.number]
+            if plan.baseline is not None:  # your own study: every row against its baseline row
+                published = {m: str(v) for m, v in metrics_of[plan.baseline].items()}
             cells, verdict = compare(metrics, published, plan.metrics, plan.tolerance)
-            if row.cited is not None:
+            if not any(plan.published.values()):
+                verdict = OWN  # nothing published to reproduce
+            elif row.cited is not None:
                 verdict = CITED  # another paper's result: nothing of ours to judge
             elif study.scale == "smoke" and verdict != "–" and not counted_only(plan):
                 verdict = "smoke"  # synthetic data: the numbers are real but not comparable with the paper
@@ -109,7 +115,9 @@ def collect(study: Study) -> Collected:
             rows.append({**_about(plan, row, rc, state), "metrics": metrics,
                          "published": {m: cells[m].published for m in plan.metrics},
                          "diff": {m: cells[m].diff for m in plan.metrics}, "verdict": verdict, "provenance": prov})
-            lead = [str(row.number), *(published[k] for k in plan_lead(plan))]
+            lead = [str(row.number), *(plan.published[row.number][k] for k in plan_lead(plan))]
+            if not plan_lead(plan):  # no published table: the rows' own labels
+                lead.append(row.label)
             mark = SCALED_MARK if prov and prov["lr_scaled"] else ""
             by_plan.setdefault(plan_path, []).append((lead, cells, verdict + mark))
 
@@ -127,8 +135,8 @@ def collect(study: Study) -> Collected:
         if plan.figure or not plan.metrics:  # a figure plan's numbers are its figure's
             continue
         table = Table(f"{plan.paper} {plan.name.split('/')[1]}: {plan.title}",
-                      caption(plan, study.scale, study.dataset), ["#", *plan_lead(plan)], plan.metrics,
-                      by_plan[plan_path])
+                      caption(plan, study.scale, study.dataset), ["#", *(plan_lead(plan) or ["row"])], plan.metrics,
+                      by_plan[plan_path], "Paper" if plan.baseline is None else f"Row {plan.baseline}")
         for suffix, render in ((".md", to_markdown), (".tex", to_latex)):
             path = study.paths.report(plan.name, suffix)
             atomic_write(path, render(table))
@@ -139,7 +147,7 @@ def collect(study: Study) -> Collected:
 
 def plan_lead(plan: Plan) -> list[str]:
     """The published table's descriptive columns (every CSV column that is not a metric)."""
-    first = next(iter(plan.published.values()))
+    first = next(iter(plan.published.values()), {})
     return [k for k in first if k not in VOCABULARY]
 
 
@@ -150,8 +158,13 @@ def counted_only(plan: Plan) -> bool:
 
 
 def caption(plan: Plan, scale: str, dataset: str = "coco2017") -> str:
-    text = (f"Paper: as published; Ours: computed by sbrrepro; Δ = Ours − Paper. "
-            f"✓ when every |Δ| ≤ {plan.tolerance:g}.")
+    if plan.baseline is not None:
+        text = f"Ours: computed by sbrrepro; Row {plan.baseline}: the baseline row's; Δ = Ours − Row {plan.baseline}."
+    elif not any(plan.published.values()):
+        text = "Ours: computed by sbrrepro (nothing published to compare with)."
+    else:
+        text = (f"Paper: as published; Ours: computed by sbrrepro; Δ = Ours − Paper. "
+                f"✓ when every |Δ| ≤ {plan.tolerance:g}.")
     if counted_only(plan):
         return text + " Counted on the paper-scale model, without training, whatever the study's scale."
     text += (f" {SCALED_MARK} trained with another total batch than the paper's (other GPU count), "

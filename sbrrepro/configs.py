@@ -25,7 +25,7 @@ from .dataset import CLASSES, SEMANTIC_CLASSES
 from .errors import UserError
 from .files import atomic_write
 from .layout import StudyPaths
-from .plan import Plan, Row
+from .plan import Plan, Row, config_node
 from .profiles import Profile
 from .zoo import MODELS
 
@@ -270,7 +270,7 @@ def _apply_smoke(cfg: dict, scale: Scale, recipe: dict[str, Any]) -> None:
         cfg["train_cfg"]["val_interval"] = cfg["train_cfg"]["max_epochs"]  # evaluate once, at the end
     cfg["param_scheduler"][0]["end"] = scale.warmup_iters
     cfg["optim_wrapper"]["optimizer"]["lr"] = scale.lr_per_image * recipe["images_per_gpu"]
-    cfg["auto_scale_lr"]["base_batch_size"] = recipe["images_per_gpu"]  # the lr above is for one process
+    cfg.setdefault("auto_scale_lr", dict(enable=True))["base_batch_size"] = recipe["images_per_gpu"]  # lr: one process
     if scale.clip_grad:  # from scratch on tiny data the first iterations can explode without it
         cfg["optim_wrapper"]["clip_grad"] = dict(max_norm=scale.clip_grad, norm_type=2)
     for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
@@ -296,10 +296,16 @@ def build_model(cfg: dict) -> Any:
 def _build(row: Row, scale: Scale, root: str) -> dict:
     model = MODELS[row.model]
     cfg = model.build(row.options)
+    for dotted, value in row.overrides.items():  # checked when the plan was loaded
+        holder, key = config_node(cfg, dotted)
+        holder[key] = value
     cfg["custom_imports"] = dict(imports=[PLUGINS], allow_failed_imports=False)
     if not model.trains:
         return cfg
-    _apply_recipe(cfg, row.recipe, scale.epochs)
+    if not row.own_schedule:
+        _apply_recipe(cfg, row.recipe, scale.epochs)
+    elif scale.epochs:  # a `base` config's own schedule, shortened to `epochs` as any row's is
+        _apply_schedule(cfg, row.recipe, scale.epochs)
     _apply_data(cfg, scale, row.recipe, root)
     if scale.classes:
         _apply_classes(cfg["model"], scale)

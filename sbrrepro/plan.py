@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,8 @@ from .schema import Field, one_of, positive, validate
 from .zoo import MODELS
 
 PAPERS = ("sbr-cnn", "groie", "ms-subnet", "scnet", "comask")
-BACKBONES = ("resnet50_fpn", "resnet50_c4", "resnet101_fpn", "resnext101_64x4d_fpn")
+BACKBONES = ("resnet50_fpn", "resnet50_c4", "resnet101_fpn", "resnext101_64x4d_fpn",
+             "as_configured")  # as_configured: a `base` config's own, in a plan without a recipe
 RECIPE_FILE = "recipe.yaml"  # a paper's recipe, beside its plans: `plans/<paper>/*.yaml` names it too
 
 
@@ -84,13 +85,17 @@ RECIPE_FIELDS = {
     "test_score_thr": Field(float, None, None, "the R-CNN head's test-time score threshold (default: the model's)"),
 }
 PLAN_FIELDS = {
-    "paper": Field(str, check=one_of(*PAPERS)),
+    "paper": Field(str, check=lambda v: _name(v) and f"{v!r}: use letters, digits, '_' and '-' only (one of "
+                   f"{', '.join(PAPERS)}, or your own study's name)"),
     "table": Field(str, check=_name, help="the table's or figure's name in the paper, e.g. '3' or 'fig3'"),
     "title": Field(str),
     "metrics": Field(("list", str), check=_metrics_check),
     "figure": Field(str, None, one_of(*KINDS), "a figure plan: the kind of figure its rows make"),
     "tolerance": Field(float, 0.5, positive, "largest |ours - published| for a match, in points"),
-    "published": Field(str, help="CSV of published numbers, relative to the plan file"),
+    "published": Field(str, None, help="CSV of published numbers, relative to the plan file (none: your own "
+                       "study, whose table shows ours)"),
+    "baseline": Field(int, None, positive, "the row whose numbers every row's delta is taken against (a plan "
+                      "without published numbers)"),
     "recipe_file": Field(str, None, help="a YAML file with the paper's recipe, relative to the plan file"),
     "recipe": Field(dict, {}, help="the paper's training recipe, or changes to recipe_file's"),
     "rows": Field(("list", dict)),
@@ -98,6 +103,9 @@ PLAN_FIELDS = {
 ROW_FIELDS = {
     "row": Field(int, check=positive, help="the paper's row number"),
     "model": Field(str, None, one_of(*MODELS), "what the row trains; a row without one is cited or derived"),
+    "base": Field(str, None, help="instead of a model: any MMDetection config, mmdet::<path in MMDetection's "
+                  "configs> (e.g. mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py) or a config file relative to "
+                  "the plan"),
     "cited": Field(str, None, help="a result another paper published, for a model sbrrepro cannot build: the "
                    "reference; no job, the published numbers shown as cited, no verdict"),
     "derived": Field(("list", int), None, lambda v: None if len(v) == 2 else f"expected [row a, row b], got {v}",
@@ -106,6 +114,8 @@ ROW_FIELDS = {
     "options": Field(dict, {}),
     "recipe": Field(dict, {}, help="changes to the plan's recipe for this row"),
     "note": Field(str, None, help="why our number may differ from the published one"),
+    "cfg": Field(dict, {}, help="dotted changes of the model's config, e.g. {model.roi_head.bbox_head.loss_bbox."
+                 "loss_weight: 2.0}, applied before the recipe and the scale; each key must exist"),
 }
 
 
@@ -118,6 +128,8 @@ class Row:
     recipe: dict[str, Any]
     note: str | None = None
     cited: str | None = None  # the reference of a result another paper published
+    overrides: dict[str, Any] = field(default_factory=dict)  # dotted config keys -> values
+    own_schedule: bool = False  # a `base` config's schedule and optimizer stand (the plan has no recipe)
     derived: tuple[int, int] | None = None  # (a, b): row a minus row b
 
 
@@ -129,9 +141,10 @@ class Plan:
     title: str
     metrics: list[str]
     tolerance: float
-    published: dict[int, dict[str, str]]  # paper row -> column -> cell, as printed
+    published: dict[int, dict[str, str]]  # paper row -> column -> cell, as printed ({} cells: none published)
     rows: list[Row]
     figure: str | None = None  # a figure plan's kind (a module of sbrrepro.figures)
+    baseline: int | None = None  # own studies: the row the others' deltas are against
 
     def row(self, number: int) -> Row:
         """The row with the paper's row number `number`."""
@@ -196,6 +209,51 @@ def _load_yaml(path: Path, where: str, field: str | None) -> Any:
         raise UserError(str(path), None, f"not valid YAML{at}: {getattr(e, 'problem', e)}") from None
 
 
+def _based(r: dict[str, Any], plan_dir: Path, where: str, prefix: str) -> dict[str, Any]:
+    """A row with `base`: the zoo's `config` model on that config (a file: resolved from the plan)."""
+    base = r.pop("base")
+    if base is None:
+        return r
+    if r["model"] is not None or r["options"]:
+        raise UserError(where, prefix + "base", "a row starts from a zoo model (model, options) or from a config "
+                        "(base), not both")
+    if base.startswith("mmdet::"):
+        from .zoo._parts import stock
+
+        try:
+            stock(base[len("mmdet::"):])
+        except FileNotFoundError:
+            raise UserError(where, prefix + "base", f"{base}: MMDetection ships no such config (paths as in its "
+                            "configs folder, e.g. mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py)") from None
+    else:
+        path = (plan_dir / base).resolve()
+        if not path.is_file():
+            raise UserError(where, prefix + "base", f"{path} is missing (a config file, relative to the plan)")
+        base = str(path)
+    return {**r, "model": "config", "options": {"base": base}}
+
+
+def _base_recipe(cfg: dict, where: str, field: str) -> dict[str, Any]:
+    """What a config's own schedule is, in a recipe's terms (for costs, the smoke scale and reports;
+    the config's own schedule is what trains)."""
+    try:
+        steps = next(s["milestones"] for s in cfg["param_scheduler"] if s["type"] == "MultiStepLR")
+        warmup = next((s for s in cfg["param_scheduler"] if s["type"] == "LinearLR"), None)
+        optimizer = cfg["optim_wrapper"]["optimizer"]
+        batch = cfg["train_dataloader"]["batch_size"]
+        resize = next(t["scale"] for t in cfg["train_dataloader"]["dataset"]["pipeline"] if t["type"] == "Resize")
+        return dict(dataset="coco2017", backbone="as_configured", epochs=cfg["train_cfg"]["max_epochs"],
+                    lr_steps=list(steps), warmup_iters=warmup["end"] if warmup else 0,
+                    warmup_ratio=warmup["start_factor"] if warmup else 1.0,
+                    optimizer={k: optimizer[k] for k in ("type", "lr", "momentum", "weight_decay")},
+                    images_per_gpu=batch, nodes=1,
+                    gpus_per_node=max(1, cfg.get("auto_scale_lr", {}).get("base_batch_size", 16) // batch),
+                    image_scale=list(resize))
+    except (KeyError, StopIteration, TypeError):
+        raise UserError(where, field, "this base config's schedule is not an epoch schedule with MultiStepLR, SGD "
+                        "and a Resize: give the plan a recipe") from None
+
+
 def _row(r: dict[str, Any], recipe: dict[str, Any], label: str, where: str, prefix: str) -> Row:
     """A validated row: a model with its options and recipe, or a cited or derived line."""
     kinds = [k for k in ("model", "cited", "derived") if r[k] is not None]
@@ -204,21 +262,56 @@ def _row(r: dict[str, Any], recipe: dict[str, Any], label: str, where: str, pref
         raise UserError(where, prefix.rstrip("."), f"{problem}: a row has exactly one of model (a training), cited "
                         "(another paper's result) or derived (row a minus row b)")
     if r["model"] is None:
-        extra = [k for k in ("options", "recipe") if r[k]]
+        extra = [k for k in ("options", "recipe", "cfg") if r[k]]
         if extra:
             raise UserError(where, prefix + extra[0], f"a {kinds[0]} row runs nothing: it takes no {extra[0]}")
         derived = tuple(r["derived"]) if r["derived"] else None
-        return Row(r["row"], None, label, {}, {}, r["note"], r["cited"], derived)
+        return Row(r["row"], None, label, {}, {}, r["note"], cited=r["cited"], derived=derived)
     spec = MODELS[r["model"]]
     options = validate(r["options"], spec.options, where, prefix + "options.")
     finished = spec.finish(options)
     if isinstance(finished, str):
         raise UserError(where, prefix + "options", finished)
+    own_schedule = not recipe
+    if own_schedule and r["model"] != "config":
+        raise UserError(where, prefix + "model", "a plan without a recipe runs `base` configs on their own "
+                        "schedule; a zoo model needs the plan's recipe (recipe or recipe_file)")
+    if own_schedule and r["recipe"]:
+        raise UserError(where, prefix + "recipe", "a `base` config in a plan without a recipe trains on its own "
+                        "schedule: give the plan a recipe to change it")
+    if own_schedule:
+        recipe = _base_recipe(spec.build(finished), where, prefix + "base")
     row_recipe = _recipe({**recipe, **r["recipe"]}, where, prefix + "recipe.")
-    if (built := spec.backbone(finished)) != row_recipe["backbone"]:
+    if (built := spec.backbone(finished)) not in (None, row_recipe["backbone"]):
         raise UserError(where, prefix + "recipe.backbone", f"the recipe says {row_recipe['backbone']}, but "
                         f"{r['model']} with these options builds {built}")
-    return Row(r["row"], r["model"], label, finished, row_recipe, r["note"])
+    if r["cfg"]:
+        _check_overrides(spec.build(finished), r["cfg"], where, prefix + "cfg.")
+    return Row(r["row"], r["model"], label, finished, row_recipe, r["note"], overrides=dict(r["cfg"]),
+               own_schedule=own_schedule)
+
+
+def config_node(cfg: Any, dotted: str) -> tuple[Any, str | int] | None:
+    """The dict or list holding a dotted key of a config, and the last part; None where the key does
+    not exist (list items by index: `model.roi_head.bbox_head.0.num_classes`)."""
+    node, found = cfg, None
+    for part in dotted.split("."):
+        if isinstance(node, dict) and part in node:
+            found = (node, part)
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            found = (node, int(part))
+        else:
+            return None
+        node = found[0][found[1]]
+    return found
+
+
+def _check_overrides(cfg: dict, overrides: dict[str, Any], where: str, prefix: str) -> None:
+    for dotted in overrides:
+        if config_node(cfg, dotted) is None:
+            raise UserError(where, prefix + dotted, "no such key in the model's config (keys are dotted paths from "
+                            "the config's top, e.g. model.roi_head.bbox_head.loss_bbox.loss_weight; list items "
+                            "by index)")
 
 
 def _check_derived(rows: list[Row], where: str) -> None:
@@ -240,16 +333,20 @@ def load_plan(path: str | Path) -> Plan:
     top = validate(data, PLAN_FIELDS, where)
     if top["recipe_file"]:
         top["recipe"] = {**_load_yaml(path.parent / top["recipe_file"], where, "recipe_file"), **top["recipe"]}
-    _recipe(top["recipe"], where, "recipe.")  # a bad plan-level recipe is reported at its own field
-    published = load_published((path.parent / top["published"]).resolve(), where)
-    missing_cols = [m for m in top["metrics"] if published and m not in next(iter(published.values()))]
+    if top["recipe"]:  # none: every row is a `base` config on its own schedule
+        _recipe(top["recipe"], where, "recipe.")  # a bad plan-level recipe is reported at its own field
+    if top["published"] is None:  # your own study: no published numbers
+        published = {r.get("row"): {} for r in top["rows"] if isinstance(r, dict)}
+    else:
+        published = load_published((path.parent / top["published"]).resolve(), where)
+    missing_cols = [m for m in top["metrics"] if top["published"] and m not in next(iter(published.values()))]
     if missing_cols:
         raise UserError(where, "metrics", f"{missing_cols[0]!r} is not a column of {top['published']}")
 
     rows: list[Row] = []
     for i, raw in enumerate(top["rows"]):
         prefix = f"rows[{i}]."
-        r = validate(raw, ROW_FIELDS, where, prefix)
+        r = _based(validate(raw, ROW_FIELDS, where, prefix), path.parent, where, prefix)
         if any(r["row"] == other.number for other in rows):
             raise UserError(where, prefix + "row", f"row {r['row']} appears twice")
         if r["row"] not in published:
@@ -258,5 +355,10 @@ def load_plan(path: str | Path) -> Plan:
         label = r["label"] or next((cells[k] for k in ("model", "method", "name") if cells.get(k)), r["model"]) or ""
         rows.append(_row(r, top["recipe"], label, where, prefix))
     _check_derived(rows, where)
+    if top["baseline"] is not None and top["baseline"] not in {r.number for r in rows if r.model is not None}:
+        raise UserError(where, "baseline", f"row {top['baseline']} is not a row of this plan with a model")
+    if top["baseline"] is not None and top["published"] is not None:
+        raise UserError(where, "baseline", "a plan compares with its published numbers or with a baseline row, "
+                        "not both: drop `published` or `baseline`")
     return Plan(path, top["paper"], top["table"], top["title"], top["metrics"], top["tolerance"], published, rows,
-                top["figure"])
+                top["figure"], top["baseline"])

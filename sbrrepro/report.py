@@ -19,9 +19,7 @@ class Table:
     lead: list[str]
     metrics: list[str]
     rows: list[tuple[list[str], dict[str, Cell], str]]  # (lead cells, metric cells, verdict)
-
-
-SUB = ("Paper", "Ours", "Δ")
+    reference: str = "Paper"  # what each metric's first column holds: the paper's number, or a baseline row's
 
 
 def _num(v: float | None, decimals: int, signed: bool = False) -> str:
@@ -42,7 +40,8 @@ def _cells(table: Table) -> list[list[str]]:
 
 
 def _flat_header(table: Table) -> list[str]:
-    return [*table.lead, *(f"{LABELS[m]} {s}" for m in table.metrics for s in SUB), "Verdict"]
+    return [*table.lead, *(f"{LABELS[m]} {s}" for m in table.metrics for s in (table.reference, "Ours", "Δ")),
+            "Verdict"]
 
 
 def to_markdown(table: Table) -> str:
@@ -75,7 +74,8 @@ _LATEX = jinja2.Environment(
 ((* for i in range(metrics|length) *))
 \cmidrule(lr){((( lead|length + 3 * i + 1 )))-((( lead|length + 3 * i + 3 )))}
 ((* endfor *))
-((( " & " * (lead|length - 1) ))) ((* for m in metrics *))& Paper & Ours & $\Delta$ ((* endfor *))& Verdict \\
+((( " & " * (lead|length - 1) )))
+((* for m in metrics *))& ((( reference ))) & Ours & $\Delta$ ((* endfor *))& Verdict \\
 \midrule
 ((* for r in rows *))
 ((( r|join(" & ") ))) \\
@@ -103,5 +103,6 @@ def to_latex(table: Table) -> str:
         lead=table.lead,
         lead_tex=[_tex(c) for c in table.lead],
         metrics=[_tex(LABELS[m]) for m in table.metrics],
+        reference=_tex(table.reference),
         rows=[[_tex(c) for c in r] for r in _cells(table)],
     )

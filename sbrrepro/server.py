@@ -79,6 +79,9 @@ def local_server(study: Study, wanted: str, data_root: Path) -> dict[str, list[f
         raise UserError(str(study.root), "scale", "COCO's test-dev annotations are withheld: upload the row's "
                         "files to COCO's evaluation server; the local stand-in is for smoke studies")
     _, run = _awaiting(study, wanted)
+    if not (data_root / WITHHELD).exists():
+        raise UserError(str(data_root / WITHHELD), None, "missing: the local stand-in scores the embedded "
+                        "dataset's test split, whose annotations it withholds there")
     truth = COCO(str(data_root / WITHHELD))
     out: dict[str, list[float]] = {}
     for upload in run.uploads():

@@ -29,9 +29,9 @@ def plan_files() -> list[Path]:
 def copy_plan(tmp_path: Path, plan: str, rows: list[int] | None = None, *,
               name: str | None = None, text: str | None = None, **changes: Any) -> Path:
     """A modified copy of plans/<plan>.yaml, written to tmp_path/plans/<paper>/<name>.yaml (default: the
-    plan's own name) beside a copy of the recipe file it names; `published` points at the CSV in the
-    repository's tables/ (an absolute path). Only the paper's `rows` (row numbers, in that order) when
-    given; then each change: a top-level field (`recipe={...}` changes the recipe file's values, as a
+    plan's own name) beside a copy of the recipe file it names; `published` (where it has one) points
+    at the CSV in the repository's tables/ (an absolute path). Only the paper's `rows` (row numbers, in
+    that order) when given; then each change: a top-level field (`recipe={...}` changes the recipe file's values, as a
     plan's `recipe` does), or a dotted path into the plan as it is then (`**{"rows.1.options": {...}}`,
     indices into the selected rows); `DELETE` removes the field. With `text`, that text is written
     instead of the plan (malformed YAML). Returns the path of the copy."""
@@ -41,7 +41,8 @@ def copy_plan(tmp_path: Path, plan: str, rows: list[int] | None = None, *,
     folder.mkdir(parents=True, exist_ok=True)
     if data.get("recipe_file"):
         shutil.copyfile(source.parent / data["recipe_file"], folder / data["recipe_file"])
-    data["published"] = str((source.parent / data["published"]).resolve())
+    if data.get("published"):
+        data["published"] = str((source.parent / data["published"]).resolve())
     if rows is not None:
         by_number = {r["row"]: r for r in data["rows"]}
         data["rows"] = [by_number[n] for n in rows]

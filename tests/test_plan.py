@@ -112,9 +112,9 @@ def test_a_row_level_split_is_the_rows_own(tmp_path, cli):
 
 
 def test_second_bad_plan_stops_the_first_from_writing(tmp_path, cli):
-    bad = copy_plan(tmp_path, "sbr-cnn/table3", name="bad", text="paper: nature\n")
+    bad = copy_plan(tmp_path, "sbr-cnn/table3", name="bad", text="paper: ../nature\n")
     result = cli("run", str(TABLE3), str(bad), "--smoke", "--dry-run", "--study", str(tmp_path / "s"))
-    _assert_clean_failure(result, bad, "'paper'", "'nature' is not one of")
+    _assert_clean_failure(result, bad, "'paper'", "'../nature': use letters")
     assert not (tmp_path / "s").exists()
 
 

@@ -42,8 +42,8 @@ class Model:
     # Legend labels of the IoU series its training records (series name -> label), for figures.
     iou_series: Callable[[Options], dict[str, str]] = lambda o: {}
     trains: bool = True  # False: nothing to train or evaluate (counted or computed from annotations)
-    # The backbone it builds, as recipes name it: a plan's recipe must name the same.
-    backbone: Callable[[Options], str] = lambda o: "resnet50_fpn"
+    # The backbone it builds, as recipes name it: a plan's recipe must name the same (None: any).
+    backbone: Callable[[Options], str | None] = lambda o: "resnet50_fpn"
 
 
 def _discover() -> dict[str, Model]:

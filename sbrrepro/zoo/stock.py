@@ -30,6 +30,18 @@ def _condinst(o: Options) -> dict:
     return cfg
 
 
+MMDET = "mmdet::"  # a `base` naming a config shipped with MMDetection, by its path in MMDetection's configs
+
+
+def _config(o: Options) -> dict:
+    """Any MMDetection config, as it is: one shipped with MMDetection or a file of the user's."""
+    if o["base"].startswith(MMDET):
+        return stock(o["base"][len(MMDET):])
+    from mmengine.config import Config
+
+    return Config.fromfile(o["base"]).to_dict()
+
+
 def _htc(o: Options) -> dict:
     """HTC as shipped, with or without its semantic branch, with a RoI head that averages every
     stage's mask at test time (MMDetection 3.3's keeps the last stage's only)."""
@@ -58,4 +70,9 @@ MODELS = [
           finish=finish_groie, gpu_hours_per_epoch=lambda o: hours_per_epoch(0), iou_series=one_rcnn_stage),
     Model("condinst", "CondInst", "CondInst, ResNet-FPN (MMDetection's model)", _condinst,
           gpu_hours_per_epoch=lambda o: hours_per_epoch(0)),
+    # A plan row's `base:` (mmdet::<path> or a config file): its backbone is whatever the config builds.
+    Model("config", "Config", "any MMDetection config, as a plan row's `base` names it", _config,
+          options={"base": Field(str, MMDET + MASK_RCNN, help="mmdet::<path in MMDetection's configs>, or a config "
+                                 "file")},
+          backbone=lambda o: None),
 ]
