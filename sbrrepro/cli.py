@@ -30,15 +30,15 @@ def _unrun_state(plan, row) -> dict:
             "derived": f"row {row.derived[0]} - row {row.derived[1]}"}
 
 
-def _print_states(states, as_json: bool, todo: set[str] | None = None, unrun: list | None = None) -> None:
+def _print_states(states, as_json: bool, todo: set[str] | None = None, plans: list | None = None) -> None:
     """A line per row, or with as_json a JSON list; `todo` (dry run) marks what would be submitted;
-    `unrun`: the (plan, row) pairs of cited and derived rows, shown after the rows with jobs."""
-    others = [_unrun_state(plan, row) for plan, row in unrun or []]
+    the cited and derived rows of `plans` are shown after the rows with jobs."""
+    others = [_unrun_state(plan, row) for plan in plans or [] for row in plan.unrun_rows]
     if as_json:
         extra = (lambda s: {"would_submit": s.key in todo}) if todo is not None else (lambda s: {})
         print(json.dumps([{**s.to_json(), **extra(s)} for s in states] + others, indent=1))
         return
-    width = max((len(s["label"]) for s in [*map(dataclasses.asdict, states), *others]), default=5)
+    width = max(map(len, [*(s.label for s in states), *(o["label"] for o in others)]), default=5)
     key_width = max((len(s.key) for s in states), default=0)
     for s in states:
         job = f"{s.executor} job {s.job_id}" if s.job_id else ""
@@ -74,8 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     rows = [rc for _, rc in trained]
     if args.dry_run:
         todo = jobs.would_submit(study, rows, args.retry_failed)
-        unrun = [(plan, row) for plan in prepared.plans for row in plan.rows if row.model is None]
-        _print_states(jobs.states(study, rows), args.json, todo, unrun)
+        _print_states(jobs.states(study, rows), args.json, todo, prepared.plans)
         if not args.json:
             s = summarize(trained, study.paths, study.scale)
             print(f"dry run: {s.rows} row(s), {s.trainings} unique training(s), {s.evaluations} "
@@ -83,8 +82,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             if counted := len(prepared.rows) - len(trained):
                 print(f"{counted} row(s) need no job: their numbers are counted or computed "
                       "(`sbrrepro params`, `sbrrepro collect`)")
-            cited = sum(row.cited is not None for _, row in unrun)
-            if cited or unrun:
+            unrun = [row for plan in prepared.plans for row in plan.unrun_rows]
+            if unrun:
+                cited = sum(row.cited is not None for row in unrun)
                 print(f"{cited} cited row(s) (another paper's published numbers, no verdict) and "
                       f"{len(unrun) - cited} derived line(s) (computed from other rows by `sbrrepro collect`): no job")
             unit = "GPU-hours" if study.scale == "full" else "process-hours"
@@ -134,8 +134,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     study = Study.open(Path(args.study))
     registered = study.rows()
     plans = [load_plan(p) for p in dict.fromkeys(p for p, _ in registered)]
-    unrun = [(plan, row) for plan in plans for row in plan.rows if row.model is None]
-    _print_states(jobs.states(study, _trained(registered)), args.json, unrun=unrun)
+    _print_states(jobs.states(study, _trained(registered)), args.json, plans=plans)
     return 0
 
 

@@ -49,8 +49,12 @@ class RunPaths:
     # A row scored by COCO's evaluation server (test-dev): its evaluation writes CocoMetric's
     # detections (prefix 'detections', one file per IoU type), zips each as the server wants them,
     # and waits for the stats the server returns, which `sbrrepro import-stats` stores.
+    @property
+    def detections_prefix(self) -> Path:  # CocoMetric's outfile_prefix: it appends .<iou type>.json
+        return self.root / "detections"
+
     def detections(self, iou_type: str) -> Path:
-        return self.root / f"detections.{iou_type}.json"
+        return self.detections_prefix.with_name(f"{self.detections_prefix.name}.{iou_type}.json")
 
     def upload(self, iou_type: str) -> Path:
         return self.root / f"upload_{iou_type}.zip"

@@ -20,6 +20,7 @@ from .figures import KINDS
 from .metrics import VOCABULARY
 from .schema import Field, one_of, positive, validate
 from .zoo import MODELS
+from .zoo.stock import MMDET
 
 PAPERS = ("sbr-cnn", "groie", "ms-subnet", "scnet", "comask")
 BACKBONES = ("resnet50_fpn", "resnet50_c4", "resnet101_fpn", "resnext101_64x4d_fpn",
@@ -156,6 +157,11 @@ class Plan:
         return [r for r in self.rows if r.model is not None]
 
     @property
+    def unrun_rows(self) -> list[Row]:
+        """The rows that run nothing: cited results and derived lines."""
+        return [r for r in self.rows if r.model is None]
+
+    @property
     def name(self) -> str:
         """Stable identifier: the paper and table, e.g. 'sbr-cnn/table3'."""
         table = self.table if not self.table[0].isdigit() else f"table{self.table}"
@@ -217,11 +223,11 @@ def _based(r: dict[str, Any], plan_dir: Path, where: str, prefix: str) -> dict[s
     if r["model"] is not None or r["options"]:
         raise UserError(where, prefix + "base", "a row starts from a zoo model (model, options) or from a config "
                         "(base), not both")
-    if base.startswith("mmdet::"):
+    if base.startswith(MMDET):
         from .zoo._parts import stock
 
         try:
-            stock(base[len("mmdet::"):])
+            stock(base[len(MMDET):])
         except FileNotFoundError:
             raise UserError(where, prefix + "base", f"{base}: MMDetection ships no such config (paths as in its "
                             "configs folder, e.g. mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py)") from None

@@ -35,11 +35,6 @@ class Prepared:
         """The rows that run jobs (not those only counted or computed from annotations)."""
         return [(row, rc) for _, row, rc in self.rows if MODELS[row.model].trains]
 
-    @property
-    def unrun(self) -> list[Row]:
-        """The rows that name no model: cited results and derived lines."""
-        return [row for plan in self.plans for row in plan.rows if row.model is None]
-
 
 def scale_of(study_root: Path, smoke: bool, epochs: int | None, data_root: str | None,
              dataset: str | None = None) -> Scale:

@@ -66,7 +66,9 @@ def _runner(config: str, run: RunPaths, **settings: Any):
 
     cfg = Config.fromfile(config)  # imports sbrrepro.models: plugins and the checkpoint fix
     cfg.work_dir = str(run.root)
-    cfg.merge_from_dict(settings)  # a dotted name sets a field inside a dict (e.g. of the test evaluator)
+    cfg.update(settings)
+    if cfg.get("test_evaluator", {}).get("format_only"):  # detections for the evaluation server, in the work dir
+        cfg.test_evaluator.outfile_prefix = str(run.detections_prefix)
     job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or str(os.getpid())
     if _distributed_env(job_id):
         cfg.launcher = "pytorch"
@@ -117,8 +119,7 @@ class EvalJob(submitit.helpers.Checkpointable):
             raise RuntimeError(f"the training in {training.root} has not finished: nothing to evaluate")
         run.root.mkdir(parents=True, exist_ok=True)
         run.started.touch()
-        cfg, runner = _runner(self.config, run, load_from=str(checkpoint), resume=False,
-                              **{"test_evaluator.outfile_prefix": str(run.root / "detections")})
+        cfg, runner = _runner(self.config, run, load_from=str(checkpoint), resume=False)
         metrics = runner.test()  # for the evaluation server: no metrics, the detections as files
         summary = {"metrics": {k: float(v) for k, v in metrics.items()}, "checkpoint": str(checkpoint),
                    "finished": time.time()}
