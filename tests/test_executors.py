@@ -60,8 +60,8 @@ def test_jobs_submitted_together_end_each_on_its_own(executor, tmp_path):
 
 def _training(folder: Path, name: str) -> functools.partial:
     """A job that behaves as a training: its process writes its pid, saves a checkpoint, trains for
-    minutes, then writes done."""
-    script = f"echo $$ > {folder}/{name}.pid; touch {folder}/{name}.ckpt; sleep 300; touch {folder}/{name}.done"
+    minutes, then writes done (not when its training is killed, whichever process a signal reaches first)."""
+    script = f"echo $$ > {folder}/{name}.pid; touch {folder}/{name}.ckpt; sleep 300 && touch {folder}/{name}.done"
     return functools.partial(subprocess.run, ["bash", "-c", script], check=True)
 
 
