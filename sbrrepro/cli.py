@@ -1,4 +1,4 @@
-"""The `sbrrepro` command: run, status, cancel, collect, repair, check-data, import-stats, local-server,
+"""The `sbrrepro` command: run, status, cancel, collect, report, repair, check-data, import-stats, local-server,
 params, speed, plot-iou, plot-anchors.
 
 Data flows plan -> configs -> jobs -> results -> report; each command parses its arguments, calls
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -30,27 +31,48 @@ def _unrun_state(plan, row) -> dict:
             "derived": f"row {row.derived[0]} - row {row.derived[1]}"}
 
 
-def _print_states(states, as_json: bool, todo: set[str] | None = None, plans: list | None = None) -> None:
-    """A line per row, or with as_json a JSON list; `todo` (dry run) marks what would be submitted;
-    the cited and derived rows of `plans` are shown after the rows with jobs."""
+def _epochs(study, states) -> dict[str, str]:
+    """The epoch each running training has reached, by key."""
+    from . import jobs
+    from .progress import epoch
+
+    return {s.key: e for s in states if s.state == jobs.RUNNING
+            and (e := epoch(study.paths.run(s.train_key), Path(s.config))) is not None}
+
+
+def _print_states(states, as_json: bool, todo: set[str] | None = None, plans: list | None = None,
+                  epochs: dict[str, str] | None = None) -> None:
+    """A line per row and seed, or with as_json a JSON list; `todo` (dry run) marks what would be
+    submitted; the cited and derived rows of `plans` are shown after the rows with jobs. On a
+    terminal each line is cut to its width."""
+    from .progress import fit, summary
+
     others = [_unrun_state(plan, row) for plan in plans or [] for row in plan.unrun_rows]
     if as_json:
         extra = (lambda s: {"would_submit": s.key in todo}) if todo is not None else (lambda s: {})
         print(json.dumps([{**s.to_json(), **extra(s)} for s in states] + others, indent=1))
         return
-    width = max(map(len, [*(s.label for s in states), *(o["label"] for o in others)]), default=5)
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 10**6
+    label_width = max(map(len, [*(s.label for s in states), *(o["label"] for o in others)]), default=5)
     key_width = max((len(s.key) for s in states), default=0)
+    seeded = len({s.seed for s in states}) > 1
+    epochs = epochs or {}
     for s in states:
         job = f"{s.executor} job {s.job_id}" if s.job_id else ""
         shared = f"evaluates {s.train_key}" if s.eval_only else ""
-        print(f"{s.plan:<18} row {s.row:<3} {s.label:<{width}}  {s.state:<8} {s.key:<{key_width}} {job:<18} {shared}")
+        seed = f"seed {s.seed:<3}" if seeded else ""
+        state = f"{s.state} ({epochs[s.key]})" if s.key in epochs else s.state
+        print(fit(f"{s.plan:<18} row {s.row:<3} {seed}{s.label:<{label_width}}  {state:<8} {s.key:<{key_width}} "
+                  f"{job:<18} {shared}".rstrip(), width))
         for upload in s.uploads:
             print(f"    for the evaluation server: {upload}")
         if s.log_tail:
             print(f"    {s.log}:\n" + "\n".join("    | " + line for line in s.log_tail.splitlines()))
     for o in others:
-        print(f"{o['plan']:<18} row {o['row']:<3} {o['label']:<{width}}  {o['state']:<8} "
-              f"{o.get('cited') or o['derived']}")
+        print(fit(f"{o['plan']:<18} row {o['row']:<3} {o['label']:<{label_width}}  {o['state']:<8} "
+                  f"{o.get('cited') or o['derived']}", width))
+    if todo is None and states:
+        print(fit(summary(states, epochs), width))
 
 
 def _trained(rows: list) -> list:
@@ -69,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     executor = make_executor(load_profile(args.cluster))
     prepared = prepare(args.plans, Path(args.study), args.smoke, args.epochs, args.data_root, args.dry_run,
-                       args.dataset)
+                       args.dataset, args.seeds)
     study, trained = prepared.study, prepared.trained
     rows = [rc for _, rc in trained]
     if args.dry_run:
@@ -105,15 +127,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _wait(study, rows, poll_s: float = 5.0) -> int:
+    """Wait for every row; print each change of a job's state as a line. On a terminal, a progress
+    line (rows done of rows, the epoch of each running training) is redrawn in place under them."""
     from . import jobs
+    from .progress import fit, summary
 
+    tty = sys.stdout.isatty()
     seen: dict[str, str] = {}
     while True:
         states = jobs.states(study, rows)
+        changes = []
         for s in states:
             if seen.get(s.key) != s.state:
                 seen[s.key] = s.state
-                print(f"{time.strftime('%H:%M:%S')} {s.key}: {s.state}", flush=True)
+                changes.append(f"{time.strftime('%H:%M:%S')} {s.key}: {s.state}")
+        if tty:
+            sys.stdout.write("\r\033[K")  # the progress line goes, the changes print above its next one
+        for line in changes:
+            print(line, flush=True)
         if all(s.state in (jobs.DONE, jobs.AWAITING, jobs.FAILED, jobs.CANCELLED) for s in states):
             for s in states:
                 if s.state == jobs.AWAITING:
@@ -123,6 +154,9 @@ def _wait(study, rows, poll_s: float = 5.0) -> int:
             for s in failed:
                 print(f"{s.state}: {s.plan} row {s.row} ({s.key}); log: {s.log}", file=sys.stderr)
             return 1 if failed else 0
+        if tty:
+            sys.stdout.write(fit(summary(states, _epochs(study, states)), shutil.get_terminal_size().columns))
+            sys.stdout.flush()
         time.sleep(poll_s)
 
 
@@ -134,7 +168,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     study = Study.open(Path(args.study))
     registered = study.rows()
     plans = [load_plan(p) for p in dict.fromkeys(p for p, _ in registered)]
-    _print_states(jobs.states(study, _trained(registered)), args.json, plans=plans)
+    states = jobs.states(study, _trained(registered))
+    _print_states(states, args.json, plans=plans, epochs=None if args.json else _epochs(study, states))
     return 0
 
 
@@ -202,34 +237,54 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_collect(args: argparse.Namespace) -> int:
     from .collect import collect
-    from .report import to_terminal
+    from .render import to_terminal
     from .study import Study
 
-    done = collect(Study.open(Path(args.study)))
+    study = Study.open(Path(args.study))
+    done = collect(study)
     if args.json:
         print(json.dumps(done.rows, indent=1))
         return 0
+    tty = sys.stdout.isatty()
     for table in done.tables:
-        print(to_terminal(table), end="\n\n")
-    print(f"results: {done.results}")
+        print(to_terminal(table, shutil.get_terminal_size().columns if tty else None, styled=tty), end="\n\n")
+    _print_collected(study, done)
+    return 0
+
+
+def _print_collected(study, done) -> None:
+    print(f"results: {done.results} ({study.paths.results_csv.name}, {study.paths.results_parquet.name} beside it)")
     for path in done.reports:
         print(f"table: {path}")
     for path in done.figures:
         print(f"figure: {path}")
     for plan, why in done.not_drawn.items():
         print(f"figure {plan}: not drawn yet: {why}")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .collect import collect
+    from .report import write_reports
+    from .study import Study
+
+    study = Study.open(Path(args.study))
+    done = collect(study)
+    _print_collected(study, done)
+    for path in write_reports(study, done):
+        print(f"report: {path}")
     return 0
 
 
 def _figure_rows(study, kind: str, wanted: list[str] | None) -> list:
     """The rows to draw: those asked for, else every row of the study's figure plans of `kind`."""
+    from .collect import one_per_row
     from .plan import load_plan
 
     if wanted:
-        return study.select_rows(wanted)
+        return one_per_row(study.select_rows(wanted))  # a row of several seeds: its first
     plans = {p for p, _ in study.rows()}
     of_kind = {p for p in plans if load_plan(p).figure == kind}
-    rows = [(p, rc) for p, rc in study.rows() if p in of_kind]
+    rows = one_per_row([(p, rc) for p, rc in study.rows() if p in of_kind])
     if not rows:
         raise UserError(str(study.root), None, f"no {kind} figure plan in this study (e.g. `sbrrepro run "
                         "plans/sbr-cnn/fig3.yaml`); or name the rows with --rows")
@@ -336,6 +391,8 @@ def parser() -> argparse.ArgumentParser:
                      "alike): a quick check of the whole path")
     run.add_argument("--data-root", help="COCO folder for full scale (default: $SBRREPRO_COCO or data/coco)")
     run.add_argument("--dataset", help=DATASET_HELP)
+    run.add_argument("--seeds", type=int, help="train every row with seeds 0 .. N-1 (each a training of its own); "
+                     "ours is then their mean ± std (default: the plans' seeds)")
     run.add_argument("--dry-run", action="store_true", help="write the configs, print what would be submitted")
     run.add_argument("--wait", action="store_true", help="wait until every row is done or failed")
     run.add_argument("--retry-failed", action="store_true", help="submit failed trainings again")
@@ -356,6 +413,11 @@ def parser() -> argparse.ArgumentParser:
     study_arg(collect)
     collect.add_argument("--json", action="store_true")
     collect.set_defaults(func=cmd_collect)
+
+    report = sub.add_parser("report", help="collect, then one self-contained HTML page and one Markdown page per "
+                            "paper of the study (summary, tables, figures, setups, config changes, failures)")
+    study_arg(report)
+    report.set_defaults(func=cmd_report)
 
     checkdata = sub.add_parser("check-data", help="check a dataset's annotations and images before training on it")
     checkdata.add_argument("dataset", help="a dataset profile (YAML), coco2017 (with --data-root) or shapes (the "

@@ -1,10 +1,15 @@
-"""`sbrrepro collect`: every row of a study -> results.json, one table per table plan (MD, LaTeX)
-and every figure plan's figure."""
+"""`sbrrepro collect`: every row of a study -> results (results.json, and one line per row and seed
+as CSV and Parquet), one table per table plan (terminal, Markdown, LaTeX) and every figure plan's
+figure.
+
+A row's runs are its seeds: ours is their mean (± their std), judged against the published number;
+its verdict (`verdicts`) also says whether the runs were made as the paper made them.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,37 +22,22 @@ from .metrics import PARAM_UNITS, VOCABULARY, from_coco, from_params
 from .params import Counts, param_metrics
 from .plan import Plan, Row, load_plan
 from .profiles import BUILT_IN
-from .report import Table, to_latex, to_markdown
+from .render import to_latex, to_markdown
 from .results import final_metrics, training_footprint
 from .speed import recorded as recorded_speed
 from .study import Study
-from .verify import compare
+from .table import Table, TableRow
+from .verdicts import Judged, Verdict, verdict
+from .verify import compare, mean_std
 from .zoo import MODELS
-
-SCALED_MARK = "†"
-CITED = "cited"  # the verdict of a cited row: another paper's published numbers, not reproduced
-OTHER_DATA = "other data"  # trained on a dataset of the user's, not the paper's: never reproduced
-OWN = "own"  # a row of your own study: nothing published to compare with
 
 
 def other_data(study: Study) -> bool:
     return study.dataset not in BUILT_IN
 
 
-def _about(plan: Plan, row: Row, rc: RowConfig | None, state: jobs.RowState | None) -> dict[str, Any]:
-    """A row's identity and state in results.json."""
-    if state is not None:
-        return state.to_json()
-    about = {"plan": plan.name, "row": row.number, "label": row.label}
-    if row.cited is not None:
-        return {**about, "state": "cited", "cited": row.cited}
-    if row.derived:
-        return {**about, "state": "derived", "derived": list(row.derived)}
-    return {**about, "state": "counted"}
-
-
 def ours(study: Study, rc: RowConfig) -> dict[str, float]:
-    """Our metrics for a finished row: CocoMetric's output in its training's log, or for an
+    """Our metrics for a finished run: CocoMetric's output in its training's log, or for an
     evaluation-only row, in what its evaluation job kept of `runner.test()`; the training's memory
     and checkpoint size; the speed `sbrrepro speed` measured."""
     run, training = study.paths.run(rc.key), study.paths.run(rc.train_key)
@@ -63,6 +53,132 @@ def ours(study: Study, rc: RowConfig) -> dict[str, float]:
 
 
 @dataclass(frozen=True)
+class Run:
+    """One training (one seed) of a row, and what it left."""
+
+    state: jobs.RowState
+    metrics: dict[str, float]
+    provenance: dict[str, Any] | None
+    trained: tuple[int, str] | None  # how long it trained: (epochs, 'epoch') or (iterations, 'iter')
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """One plan row: its runs (one per seed), ours, the cells against the published numbers, the
+    verdict and how its runs differ from the paper's setup (FOOTNOTES keys)."""
+
+    plan: Plan
+    row: Row
+    kind: str  # "trained", "counted", "cited" or "derived"
+    runs: list[Run]
+    metrics: list[dict[str, float]]  # per finished seed (one entry for a counted or derived row)
+    table_row: TableRow
+    differences: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.table_row.verdict
+
+    def to_json(self) -> dict[str, Any]:
+        """A line of results.json: the row (its first seed's state), ours (the mean), the published
+        numbers, Δ, the verdict, and each seed's own."""
+        cells = self.table_row.cells
+        about = self.runs[0].state.to_json() if self.runs else {
+            "plan": self.plan.name, "row": self.row.number, "label": self.row.label, "state": self.kind, **self.extra}
+        return {**about, "metrics": _mean(self.metrics),
+                "std": {m: c.std for m, c in cells.items() if c.std is not None},
+                "published": {m: c.published for m, c in cells.items()},
+                "diff": {m: c.diff for m, c in cells.items()}, "verdict": self.verdict.word,
+                "symbol": self.verdict.symbol, "differences": list(self.differences),
+                "provenance": self.runs[0].provenance if self.runs else None,
+                "seeds": [{"seed": r.state.seed, "key": r.state.key, "state": r.state.state, "metrics": r.metrics}
+                          for r in self.runs]}
+
+
+def _run(study: Study, state: jobs.RowState, rc: RowConfig) -> Run:
+    training = study.paths.run(rc.train_key)
+    prov = json.loads(training.provenance.read_text()) if training.provenance.exists() else None
+    return Run(state, ours(study, rc) if state.state == jobs.DONE else {}, prov, training.final_step())
+
+
+def differences(study: Study, row: Row, runs: list[Run]) -> tuple[str, ...]:
+    """How the finished runs of a row were made otherwise than the paper says (FOOTNOTES keys)."""
+    done = [r for r in runs if r.trained is not None]
+    if not done:
+        return ()
+    length = (row.recipe["iters"], "iter") if row.recipe["iters"] else (row.recipe["epochs"], "epoch")
+    found = {"batch": any(r.provenance and r.provenance["lr_scaled"] for r in done),
+             "schedule": any(r.trained != length for r in done),
+             "dataset": other_data(study), "smoke": study.scale == "smoke"}
+    return tuple(k for k, v in found.items() if v)
+
+
+def _kind(row: Row) -> str:
+    if row.cited is not None:
+        return "cited"
+    if row.derived:
+        return "derived"
+    return "trained" if MODELS[row.model].trains else "counted"
+
+
+def _mean(per_seed: list[dict[str, float]]) -> dict[str, float]:
+    """Every metric that a run has, as the mean over the runs that have it."""
+    keys = dict.fromkeys(k for m in per_seed for k in m)
+    return {k: mean_std([m[k] for m in per_seed if k in m])[0] for k in keys}
+
+
+def plan_results(study: Study, plan: Plan, configs: dict[int, list[RowConfig]],
+                 state_of: dict[tuple[str, int, int], jobs.RowState], counts: Counts) -> list[RowResult]:
+    """Every row of one plan, in its order (a derived line after the rows it is computed from)."""
+    made: dict[int, tuple[str, list[Run], list[dict[str, float]], tuple[str, ...], tuple[str, ...]]] = {}
+    for row in plan.rows:
+        kind, runs, per_seed, states, marks = _kind(row), [], [{}], (), ()
+        if kind == "trained":
+            runs = [_run(study, state_of[(rc.plan, rc.row, rc.seed)], rc) for rc in configs[row.number]]
+            per_seed, states = [r.metrics for r in runs], tuple(r.state.state for r in runs)
+            marks = differences(study, row, runs)
+        elif kind == "derived":
+            a, b = (_mean(made[n][2]) for n in row.derived)
+            per_seed = [{m: round(a[m] - b[m], 6) for m in plan.metrics if m in a and m in b}]
+            states = tuple(s for n in row.derived for s in made[n][3])
+            marks = tuple(dict.fromkeys(m for n in row.derived for m in made[n][4]))
+        if param_metrics(plan) and row.model is not None:  # counted on the paper-scale model, at any scale
+            per_seed = [m | from_params(counts(row), plan.metrics) for m in per_seed]
+        made[row.number] = (kind, runs, [m for m in per_seed if m], states, marks)
+
+    out = []
+    for row in plan.rows:
+        kind, runs, per_seed, states, marks = made[row.number]
+        published = plan.published[row.number]
+        if plan.baseline is not None:  # your own study: every row against its baseline row
+            published = {m: str(v) for m, v in _mean(made[plan.baseline][2]).items()}
+        cells, judgement = compare(per_seed, published, plan.metrics, plan.tolerance)
+        judged = Judged(kind, states, judgement, plan.baseline is None and any(plan.published.values()), marks,
+                        counted_only(plan))
+        lead = [str(row.number), *(plan.published[row.number][k] for k in plan_lead(plan))]
+        if not plan_lead(plan):  # no published table: the rows' own labels
+            lead.append(row.label)
+        shown = marks if per_seed and not counted_only(plan) else ()
+        extra = {"cited": row.cited} if kind == "cited" else {"derived": list(row.derived)} if kind == "derived" else {}
+        table_row = TableRow(lead, cells, verdict(judged), shown, kind not in ("cited", "derived"))
+        out.append(RowResult(plan, row, kind, runs, per_seed, table_row, marks, extra))
+    return out
+
+
+def table_of(plan: Plan, results: list[RowResult], scale: str) -> Table:
+    notes = []
+    for row in plan.rows:
+        if row.cited is not None:
+            notes.append(f"Row {row.number}: cited ({row.cited}), not reproduced: the paper's number only.")
+        elif row.derived:
+            notes.append(f"Row {row.number}: row {row.derived[0]} − row {row.derived[1]}, ours computed from ours.")
+    return Table(f"{plan.paper} {plan.name.split('/')[1]}: {plan.title}", caption(plan, scale),
+                 ["#", *(plan_lead(plan) or ["row"])], plan.metrics, [r.table_row for r in results],
+                 "Paper" if plan.baseline is None else f"Row {plan.baseline}", notes)
+
+
+@dataclass(frozen=True)
 class Collected:
     results: Path
     reports: list[Path]
@@ -70,79 +186,58 @@ class Collected:
     tables: list[Table]
     figures: list[Path]
     not_drawn: dict[str, str]  # figure plan -> why its figure could not be drawn yet
+    by_plan: dict[str, list[RowResult]] = field(default_factory=dict)  # plan name -> its rows' results
+    plans: dict[str, Plan] = field(default_factory=dict)  # plan name -> plan
+
+
+def one_per_row(rows: list[tuple[str, RowConfig]]) -> list[tuple[str, RowConfig]]:
+    """The first seed of every row: what a figure of one run per row draws."""
+    return list({(rc.plan, rc.row): (p, rc) for p, rc in reversed(rows)}.values())[::-1]
 
 
 def collect(study: Study) -> Collected:
+    from .export import write_rows
+
     registered = study.rows()
     plans: dict[str, Plan] = {}
     for plan_path, _ in registered:
         if plan_path not in plans:
             plans[plan_path] = load_plan(plan_path)
     trained = [rc for _, rc in registered if MODELS[rc.model].trains]
-    state_of = {(s.plan, s.row): s for s in jobs.states(study, trained)}
+    state_of = {(s.plan, s.row, s.seed): s for s in jobs.states(study, trained)}
     counts = Counts(study.paths.params)
 
-    rows, by_plan = [], {}
+    by_plan: dict[str, list[RowResult]] = {}
     for plan_path, plan in plans.items():
-        configs = {rc.row: rc for p, rc in registered if p == plan_path}
-        metrics_of: dict[int, dict[str, float]] = {}
-        for row in plan.rows:  # a derived line follows the rows it is computed from
-            state = state_of.get((plan.name, row.number))
-            if row.derived:
-                a, b = (metrics_of.get(n, {}) for n in row.derived)
-                metrics = {m: round(a[m] - b[m], 6) for m in plan.metrics if m in a and m in b}
-            else:
-                metrics = ours(study, configs[row.number]) if state and state.state == jobs.DONE else {}
-            if param_metrics(plan) and row.model is not None:  # counted on the paper-scale model, at any scale
-                metrics |= from_params(counts(row), plan.metrics)
-            metrics_of[row.number] = metrics
-        for row in plan.rows:
-            rc, state, metrics = configs.get(row.number), state_of.get((plan.name, row.number)), metrics_of[row.number]
-            published = plan.published[row.number]
-            if plan.baseline is not None:  # your own study: every row against its baseline row
-                published = {m: str(v) for m, v in metrics_of[plan.baseline].items()}
-            cells, verdict = compare(metrics, published, plan.metrics, plan.tolerance)
-            if not any(plan.published.values()):
-                verdict = OWN  # nothing published to reproduce
-            elif row.cited is not None:
-                verdict = CITED  # another paper's result: nothing of ours to judge
-            elif study.scale == "smoke" and verdict != "–" and not counted_only(plan):
-                verdict = "smoke"  # synthetic data: the numbers are real but not comparable with the paper
-            elif other_data(study) and verdict != "–" and not counted_only(plan):
-                verdict = OTHER_DATA  # the user's dataset: real numbers, not the paper's experiment
-            prov_path = study.paths.run(rc.train_key).provenance if rc else None
-            prov = json.loads(prov_path.read_text()) if prov_path and prov_path.exists() else None
-            rows.append({**_about(plan, row, rc, state), "metrics": metrics,
-                         "published": {m: cells[m].published for m in plan.metrics},
-                         "diff": {m: cells[m].diff for m in plan.metrics}, "verdict": verdict, "provenance": prov})
-            lead = [str(row.number), *(plan.published[row.number][k] for k in plan_lead(plan))]
-            if not plan_lead(plan):  # no published table: the rows' own labels
-                lead.append(row.label)
-            mark = SCALED_MARK if prov and prov["lr_scaled"] else ""
-            by_plan.setdefault(plan_path, []).append((lead, cells, verdict + mark))
+        configs: dict[int, list[RowConfig]] = {}
+        for p, rc in registered:
+            if p == plan_path:
+                configs.setdefault(rc.row, []).append(rc)
+        by_plan[plan_path] = plan_results(study, plan, configs, state_of, counts)
+    rows = [r.to_json() for results in by_plan.values() for r in results]
 
     costs = {rc.train_key: h for _, rc in registered if (h := measured(study.paths.run(rc.train_key))) is not None}
     atomic_write(study.paths.costs, json.dumps(costs, indent=1))
     atomic_write(study.paths.results, json.dumps({"scale": study.scale, "rows": rows}, indent=1))
+    write_rows([r for results in by_plan.values() for r in results], study.paths)
     reports, tables, drawn, not_drawn = [], [], [], {}
     for plan_path, plan in plans.items():
         if plan.figure:
             try:
-                rows_of_plan = [(p, rc) for p, rc in registered if p == plan_path]
+                rows_of_plan = one_per_row([(p, rc) for p, rc in registered if p == plan_path])
                 drawn += figures.kind(plan.figure).draw(study.paths, rows_of_plan, study.paths.figure(plan.name))
             except UserError as e:  # e.g. a training that has not recorded anything yet
                 not_drawn[plan.name] = str(e)
         if plan.figure or not plan.metrics:  # a figure plan's numbers are its figure's
             continue
-        table = Table(f"{plan.paper} {plan.name.split('/')[1]}: {plan.title}",
-                      caption(plan, study.scale, study.dataset), ["#", *(plan_lead(plan) or ["row"])], plan.metrics,
-                      by_plan[plan_path], "Paper" if plan.baseline is None else f"Row {plan.baseline}")
+        table = table_of(plan, by_plan[plan_path], study.scale)
         for suffix, render in ((".md", to_markdown), (".tex", to_latex)):
             path = study.paths.report(plan.name, suffix)
             atomic_write(path, render(table))
             reports.append(path)
         tables.append(table)
-    return Collected(study.paths.results, reports, rows, tables, drawn, not_drawn)
+    return Collected(study.paths.results, reports, rows, tables, drawn, not_drawn,
+                     {plans[p].name: r for p, r in by_plan.items()}, {p.name: p for p in plans.values()})
 
 
 def plan_lead(plan: Plan) -> list[str]:
@@ -157,26 +252,18 @@ def counted_only(plan: Plan) -> bool:
     return bool(plan.metrics) and set(plan.metrics) <= PARAM_UNITS.keys()
 
 
-def caption(plan: Plan, scale: str, dataset: str = "coco2017") -> str:
+def caption(plan: Plan, scale: str) -> str:
     if plan.baseline is not None:
         text = f"Ours: computed by sbrrepro; Row {plan.baseline}: the baseline row's; Δ = Ours − Row {plan.baseline}."
     elif not any(plan.published.values()):
         text = "Ours: computed by sbrrepro (nothing published to compare with)."
     else:
-        text = (f"Paper: as published; Ours: computed by sbrrepro; Δ = Ours − Paper. "
-                f"✓ when every |Δ| ≤ {plan.tolerance:g}.")
+        text = (f"Paper: as published; Ours: computed by sbrrepro (mean ± std where a row ran several seeds); "
+                f"Δ = Ours − Paper; ✓ reproduced when every |Δ| ≤ {plan.tolerance:g} and the run's setup is the "
+                "paper's.")
+    text += " Best of our column in bold, second underlined."
     if counted_only(plan):
         return text + " Counted on the paper-scale model, without training, whatever the study's scale."
-    text += (f" {SCALED_MARK} trained with another total batch than the paper's (other GPU count), "
-             "lr scaled linearly.")
-    for row in plan.rows:
-        if row.cited is not None:
-            text += f" Row {row.number}: {CITED} ({row.cited}), not reproduced: the paper's number only."
-        elif row.derived:
-            text += f" Row {row.number}: row {row.derived[0]} − row {row.derived[1]}, ours computed from ours."
-    if dataset not in BUILT_IN:
-        text += f" Trained and evaluated on {dataset}, not the paper's dataset: no verdict."
     if scale == "smoke":
-        text += (" Smoke scale: trained and evaluated on sbrrepro's small synthetic dataset with ResNet-18, "
-                 "so Ours is not comparable with the paper (no verdict).")
+        text += " Smoke scale: no verdict against the paper."
     return text

@@ -354,6 +354,7 @@ class RowConfig:
     key: str
     train_path: Path
     train_key: str
+    seed: int = 0  # MMEngine's seed of the training: a row with several seeds has one RowConfig per seed
 
     @property
     def eval_only(self) -> bool:
@@ -384,14 +385,15 @@ def training_row(row: Row) -> Row:
 
 
 def write_configs(plan: Plan, scale: Scale, paths: StudyPaths) -> list[RowConfig]:
-    """Write the config of each row with a model (identical content, identical key), and for an
-    evaluation-only row also the config of the training it evaluates (-train-)."""
+    """Write the config of each row with a model, once per seed (identical content, identical key),
+    and for an evaluation-only row also the config of the training it evaluates (-train-)."""
     out = []
-    for row in plan.model_rows:
+    for row in (r.seeded(seed) for r in plan.model_rows for seed in r.seeds):
         path, key = _write(paths, plan, row, scale, "")
         training = training_row(row)
         train_path, train_key = (path, key) if training == row else _write(paths, plan, training, scale, "-train")
         if train_key == key:
             train_path = path
-        out.append(RowConfig(plan.name, row.number, row.model, row.label, path, key, train_path, train_key))
+        out.append(RowConfig(plan.name, row.number, row.model, row.label, path, key, train_path, train_key,
+                             row.recipe["seed"]))
     return out

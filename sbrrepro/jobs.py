@@ -51,6 +51,7 @@ class RowState:
     log: str | None = None
     log_tail: str | None = None  # the end of a failed job's log
     uploads: tuple[str, ...] = ()  # awaiting the server: the files to upload to it
+    seed: int = 0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -98,7 +99,7 @@ def states(study: Study, rows: list[RowConfig]) -> list[RowState]:
         out.append(RowState(r.plan, r.row, r.label, str(r.path), r.key, r.key.rsplit("-", 1)[1], r.train_key,
                             r.eval_only, state,
                             sub.job_id if sub else None, sub.executor if sub else None,
-                            str(log) if log else None, tail, uploads))
+                            str(log) if log else None, tail, uploads, r.seed))
     return out
 
 

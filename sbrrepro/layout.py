@@ -8,7 +8,7 @@
                                 submitit folder when it was submitted alone
     STUDY/arrays/<stamp>/       submitit's folder of one SLURM job array, with the keys of its tasks
     STUDY/data/                 the generated dataset (smoke scale)
-    STUDY/results.json, costs.json, params.json, speed.json, report/, figures/
+    STUDY/results.json, .csv, .parquet, costs.json, params.json, speed.json, report/, figures/
 
 Imports nothing but the standard library: jobs on compute nodes use it too.
 """
@@ -100,6 +100,10 @@ class StudyPaths:
     arrays = property(lambda self: self.root / "arrays")
     data = property(lambda self: self.root / "data")
     results = property(lambda self: self.root / "results.json")
+    # results.json as one line per row and seed, for pandas and spreadsheets
+    results_csv = property(lambda self: self.root / "results.csv")
+    results_parquet = property(lambda self: self.root / "results.parquet")
+    site = property(lambda self: self.root / "report" / "site")  # `sbrrepro report`'s pages, one per paper
     costs = property(lambda self: self.root / "costs.json")  # measured hours per training key
     params = property(lambda self: self.root / "params.json")  # parameter counts by model and options
     speed = property(lambda self: self.root / "speed.json")  # `sbrrepro speed`'s figures per row key

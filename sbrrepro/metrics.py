@@ -18,6 +18,17 @@ class Metric:
     label: str  # as the paper's column header
     compare: str  # POINTS, RELATIVE, EXACT or INFORMATIVE (shown, not part of the verdict)
     decimals: int = 1
+    better: int = 0  # +1: higher is better, -1: lower is; 0: neither (a count), no best or second best marked
+
+    @property
+    def group(self) -> str | None:
+        """The paper's column group of an AP (Table 11's bounding box and mask groups), else None."""
+        return {"B": "Bounding box", "S": "Mask"}.get(self.label[0]) if "_AP" in self.label else None
+
+    @property
+    def short(self) -> str:
+        """The label inside its group (AP50 under Bounding box); the whole label outside one."""
+        return self.label.split("_", 1)[1] if self.group else self.label
 
 
 # Column name -> the CocoMetric key it comes from (a fraction; tables print percent).
@@ -28,14 +39,14 @@ COCO_KEYS = {
                       ("APm", "mAP_m"), ("APl", "mAP_l"))
 }
 METRICS: dict[str, Metric] = {
-    **{m: Metric(f"{m[0].upper()}_AP{m.split('_AP')[1]}", POINTS) for m in COCO_KEYS},
+    **{m: Metric(f"{m[0].upper()}_AP{m.split('_AP')[1]}", POINTS, better=1) for m in COCO_KEYS},
     "params": Metric("# Params", EXACT, 0),  # trainable parameters, counted one by one
     "params_K": Metric("# Params (K)", RELATIVE, 0),
     "params_M": Metric("# Params (M)", RELATIVE),
-    "speed_fps": Metric("Speed (img/s)", INFORMATIVE),
-    "test_time_s": Metric("Test time (s/img)", INFORMATIVE, 3),
-    "test_mem_GB": Metric("Test memory (GB)", INFORMATIVE),
-    "mem_GB": Metric("Mem (GB)", INFORMATIVE),
+    "speed_fps": Metric("Speed (img/s)", INFORMATIVE, better=1),
+    "test_time_s": Metric("Test time (s/img)", INFORMATIVE, 3, better=-1),
+    "test_mem_GB": Metric("Test memory (GB)", INFORMATIVE, better=-1),
+    "mem_GB": Metric("Mem (GB)", INFORMATIVE, better=-1),
     "model_MB": Metric("Model (MB)", RELATIVE, 0),
 }
 VOCABULARY = tuple(METRICS)

@@ -15,7 +15,7 @@ from .files import atomic_write
 from .metrics import PARAM_UNITS, from_params
 from .plan import Plan, Row
 from .training import trainable
-from .verify import compare, number
+from .verify import MISSING, compare, number
 
 
 def _layers(head: Any) -> list[Any]:
@@ -79,6 +79,7 @@ def count_plan(plan: Plan, counts: Counts) -> list[Counted]:
         ours = from_params(n, wanted)
         published = plan.published[row.number]
         _, verdict = compare(ours, published, wanted, plan.tolerance)
+        verdict = verdict or MISSING  # nothing printed to compare with
         out.append(Counted(row.number, row.label, n, {m: number(published.get(m)) for m in wanted}, ours,
                            verdict, row.note))
     return out

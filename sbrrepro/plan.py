@@ -8,6 +8,7 @@ row-level change of the recipe (for instance a 36-epoch schedule).
 from __future__ import annotations
 
 import csv
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,12 @@ def _name(v: str) -> str | None:
     """A table's name ends up in file names: no path or shell characters."""
     ok = v and all(c.isalnum() or c in "_-" for c in v)
     return None if ok else f"{v!r}: use letters, digits, '_' and '-' only (e.g. '3' or 'fig3')"
+
+
+def _seeds(v: list[int]) -> str | None:
+    if not v or len(set(v)) != len(v) or any(s < 0 for s in v):
+        return f"expected distinct seeds >= 0, at least one, e.g. [0, 1, 2]; got {v}"
+    return None
 
 
 def _pair(v: list[int]) -> str | None:
@@ -99,6 +106,8 @@ PLAN_FIELDS = {
                       "without published numbers)"),
     "recipe_file": Field(str, None, help="a YAML file with the paper's recipe, relative to the plan file"),
     "recipe": Field(dict, {}, help="the paper's training recipe, or changes to recipe_file's"),
+    "seeds": Field(("list", int), None, _seeds, "train every row once per seed (MMEngine's random "
+                   "seed), e.g. [0, 1, 2]: ours is then their mean ± std; default: the recipe's one seed"),
     "rows": Field(("list", dict)),
 }
 ROW_FIELDS = {
@@ -112,6 +121,7 @@ ROW_FIELDS = {
     "derived": Field(("list", int), None, lambda v: None if len(v) == 2 else f"expected [row a, row b], got {v}",
                      "[a, b]: a line computed as row a minus row b of this plan (e.g. an overall improvement)"),
     "label": Field(str, None),
+    "seeds": Field(("list", int), None, _seeds, "this row's seeds, instead of the plan's"),
     "options": Field(dict, {}),
     "recipe": Field(dict, {}, help="changes to the plan's recipe for this row"),
     "note": Field(str, None, help="why our number may differ from the published one"),
@@ -132,6 +142,11 @@ class Row:
     overrides: dict[str, Any] = field(default_factory=dict)  # dotted config keys -> values
     own_schedule: bool = False  # a `base` config's schedule and optimizer stand (the plan has no recipe)
     derived: tuple[int, int] | None = None  # (a, b): row a minus row b
+    seeds: tuple[int, ...] = ()  # a model row's trainings, one per seed (ours: their mean); () for the others
+
+    def seeded(self, seed: int) -> Row:
+        """The row trained with `seed`: its recipe's seed replaced."""
+        return dataclasses.replace(self, recipe={**self.recipe, "seed": seed})
 
 
 @dataclass(frozen=True)
@@ -160,6 +175,12 @@ class Plan:
     def unrun_rows(self) -> list[Row]:
         """The rows that run nothing: cited results and derived lines."""
         return [r for r in self.rows if r.model is None]
+
+    def with_seeds(self, count: int) -> Plan:
+        """The plan with every trained row on seeds 0 .. count - 1 (`--seeds N`)."""
+        rows = [dataclasses.replace(r, seeds=tuple(range(count))) if r.model and MODELS[r.model].trains else r
+                for r in self.rows]
+        return dataclasses.replace(self, rows=rows)
 
     @property
     def name(self) -> str:
@@ -260,7 +281,8 @@ def _base_recipe(cfg: dict, where: str, field: str) -> dict[str, Any]:
                         "and a Resize: give the plan a recipe") from None
 
 
-def _row(r: dict[str, Any], recipe: dict[str, Any], label: str, where: str, prefix: str) -> Row:
+def _row(r: dict[str, Any], recipe: dict[str, Any], label: str, seeds: list[int] | None, where: str,
+         prefix: str) -> Row:
     """A validated row: a model with its options and recipe, or a cited or derived line."""
     kinds = [k for k in ("model", "cited", "derived") if r[k] is not None]
     if len(kinds) != 1:
@@ -268,7 +290,7 @@ def _row(r: dict[str, Any], recipe: dict[str, Any], label: str, where: str, pref
         raise UserError(where, prefix.rstrip("."), f"{problem}: a row has exactly one of model (a training), cited "
                         "(another paper's result) or derived (row a minus row b)")
     if r["model"] is None:
-        extra = [k for k in ("options", "recipe", "cfg") if r[k]]
+        extra = [k for k in ("options", "recipe", "cfg", "seeds") if r[k]]
         if extra:
             raise UserError(where, prefix + extra[0], f"a {kinds[0]} row runs nothing: it takes no {extra[0]}")
         derived = tuple(r["derived"]) if r["derived"] else None
@@ -294,7 +316,8 @@ def _row(r: dict[str, Any], recipe: dict[str, Any], label: str, where: str, pref
     if r["cfg"]:
         _check_overrides(spec.build(finished), r["cfg"], where, prefix + "cfg.")
     return Row(r["row"], r["model"], label, finished, row_recipe, r["note"], overrides=dict(r["cfg"]),
-               own_schedule=own_schedule)
+               own_schedule=own_schedule,
+               seeds=tuple(r["seeds"] or seeds or [row_recipe["seed"]]) if spec.trains else (row_recipe["seed"],))
 
 
 def config_node(cfg: Any, dotted: str) -> tuple[Any, str | int] | None:
@@ -359,7 +382,7 @@ def load_plan(path: str | Path) -> Plan:
             raise UserError(where, prefix + "row", f"row {r['row']} has no line in {top['published']}")
         cells = published[r["row"]]
         label = r["label"] or next((cells[k] for k in ("model", "method", "name") if cells.get(k)), r["model"]) or ""
-        rows.append(_row(r, top["recipe"], label, where, prefix))
+        rows.append(_row(r, top["recipe"], label, top["seeds"], where, prefix))
     _check_derived(rows, where)
     if top["baseline"] is not None and top["baseline"] not in {r.number for r in rows if r.model is not None}:
         raise UserError(where, "baseline", f"row {top['baseline']} is not a row of this plan with a model")

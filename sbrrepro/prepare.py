@@ -27,7 +27,7 @@ from .zoo import MODELS
 class Prepared:
     study: Study
     plans: list[Plan]
-    rows: list[tuple[Plan, Row, RowConfig]]  # every row with a model of every plan, in plan order
+    rows: list[tuple[Plan, Row, RowConfig]]  # every row with a model of every plan (each seed), in plan order
     checked: list[Summary] = field(default_factory=list)  # the data splits checked before submitting
 
     @property
@@ -94,13 +94,18 @@ def _require_data(plans: list[Plan], scale: Scale) -> list[Summary]:
 
 
 def prepare(plan_files: Sequence[str], study_root: Path, smoke: bool, epochs: int | None = None,
-            data_root: str | None = None, dry_run: bool = False, dataset: str | None = None) -> Prepared:
+            data_root: str | None = None, dry_run: bool = False, dataset: str | None = None,
+            seeds: int | None = None) -> Prepared:
     """Load and check the plans, write each row's config into the study (made if new) and register
     the rows; unless `dry_run`, check the data's files (full scale, or a dataset profile) or generate
-    the embedded dataset (smoke). `dataset`: a dataset profile file (see `profiles`)."""
-    if epochs is not None and epochs < 1:
-        raise UserError("command line", "--epochs", f"must be at least 1, got {epochs}")
+    the embedded dataset (smoke). `dataset`: a dataset profile file (see `profiles`); `seeds`: train
+    every row on seeds 0 .. seeds - 1 instead of the plans' seeds."""
+    for flag, value in (("--epochs", epochs), ("--seeds", seeds)):
+        if value is not None and value < 1:
+            raise UserError("command line", flag, f"must be at least 1, got {value}")
     plans = load_plans(plan_files)  # every plan is checked before anything is written
+    if seeds is not None:
+        plans = [plan.with_seeds(seeds) for plan in plans]
     scale_name = "smoke" if smoke else "full"
     scale = scale_of(study_root, smoke, epochs, data_root, dataset)
     if StudyPaths(study_root).meta.exists():  # a scale or data mismatch is an error before anything is written
@@ -111,7 +116,7 @@ def prepare(plan_files: Sequence[str], study_root: Path, smoke: bool, epochs: in
     for plan in plans:
         written = write_configs(plan, scale, study.paths)
         study.register(plan.path, written)
-        rows += [(plan, row, rc) for row, rc in zip(plan.model_rows, written)]
+        rows += [(plan, plan.row(rc.row), rc) for rc in written]
     if smoke and not dry_run and scale.profile is None:
         ensure_dataset(study.paths.data)
     return Prepared(study, plans, rows, checked)

@@ -1,108 +1,283 @@
-"""Stage 5: results -> tables. One table model, three renderers (Markdown, LaTeX, terminal)."""
+"""`sbrrepro report`: what `collect` gathered -> one page per paper of the study, as a self-contained
+HTML file (styles inline, images embedded: it opens offline and travels as one file) and as Markdown.
+
+Each page: a summary (rows reproduced of rows run, hours spent and still to spend), every table in
+the paper's layout, every figure (the figure plans' and each table's training curves), each row's
+setup against the paper's, what each row changes against its table's baseline row (config keys),
+what is still running or failed (the end of its log), and the cited rows.
+"""
 
 from __future__ import annotations
 
-import re
+import ast
+import base64
+import html
+import json
+import os
+from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-import jinja2
+from . import figures
+from .collect import Collected, RowResult, one_per_row, table_of
+from .costs import estimate
+from .errors import UserError
+from .files import atomic_write
+from .render import to_html, to_markdown
+from .study import Study
+from .verdicts import FAILED, NOT_REPRODUCED, OTHER_SETUP, REPRODUCED, RUNNING, VERDICTS
+from .zoo import MODELS
 
-from .metrics import LABELS, METRICS
-from .verify import Cell
-
-
-@dataclass(frozen=True)
-class Table:
-    title: str
-    caption: str
-    # Leading descriptive columns, then for each metric a group of (Paper, Ours, Δ), then Verdict.
-    lead: list[str]
-    metrics: list[str]
-    rows: list[tuple[list[str], dict[str, Cell], str]]  # (lead cells, metric cells, verdict)
-    reference: str = "Paper"  # what each metric's first column holds: the paper's number, or a baseline row's
-
-
-def _num(v: float | None, decimals: int, signed: bool = False) -> str:
-    if v is None:
-        return "–"
-    return f"{v:{'+' if signed else ''},.{decimals}f}"
+LOG_LINES = 12  # of a running or failed job's log, on its page
+DIFF_KEYS = 25  # config keys shown per row against its baseline row
+JUDGED = (REPRODUCED, OTHER_SETUP, NOT_REPRODUCED)  # rows that ran and were judged against the paper
 
 
-def _cells(table: Table) -> list[list[str]]:
-    out = []
-    for lead, cells, verdict in table.rows:
-        line = list(lead)
-        for m in table.metrics:
-            c, d = cells[m], METRICS[m].decimals
-            line += [_num(c.published, d), _num(c.ours, d), _num(c.diff, d, signed=True)]
-        out.append([*line, verdict])
+# ---- plain data: what a page shows ---------------------------------------------------------------
+def flat_config(path: Path) -> dict[str, Any]:
+    """A generated config (one Python literal per top-level name) as dotted keys -> values."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(node, (list, tuple)) and any(isinstance(v, dict) for v in node):
+            for i, v in enumerate(node):
+                walk(f"{prefix}.{i}", v)
+        else:
+            out[prefix] = node
+
+    for statement in ast.parse(path.read_text()).body:
+        if isinstance(statement, ast.Assign):
+            walk(statement.targets[0].id, ast.literal_eval(statement.value))
     return out
 
 
-def _flat_header(table: Table) -> list[str]:
-    return [*table.lead, *(f"{LABELS[m]} {s}" for m in table.metrics for s in (table.reference, "Ours", "Δ")),
-            "Verdict"]
+def config_diff(row: Path, baseline: Path) -> list[tuple[str, Any, Any]]:
+    """(key, the baseline's value, the row's) for every key that differs, a missing key None; the
+    modules' types first, as they say the most."""
+    a, b = flat_config(baseline), flat_config(row)
+    keys = sorted(a.keys() | b.keys(), key=lambda k: (not k.endswith(".type"), k))
+    return [(k, a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)]
 
 
-def to_markdown(table: Table) -> str:
-    header = _flat_header(table)
-    lines = [f"### {table.title}", "", "| " + " | ".join(header) + " |",
-             "|" + "|".join("---" if i < len(table.lead) else "---:" for i in range(len(header))) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in _cells(table)]
-    return "\n".join([*lines, "", table.caption, ""])
+def setup(result: RowResult) -> dict[str, str]:
+    """A trained row's setup, ours against the paper's recipe."""
+    recipe = result.row.recipe
+    gpus = recipe["nodes"] * recipe["gpus_per_node"]
+    length = f"{recipe['iters']} it" if recipe["iters"] else f"{recipe['epochs']} ep"
+    paper = {"GPUs": str(gpus), "batch": str(gpus * recipe["images_per_gpu"]), "lr": f"{recipe['optimizer']['lr']:g}",
+             "schedule": length, "seeds": "1"}
+    runs = [r for r in result.runs if r.provenance]
+    if not runs:
+        return {k: f"– / {v}" for k, v in paper.items()}
+    p = runs[0].provenance
+    trained = runs[0].trained
+    ours = {"GPUs": f"{p['gpus']} ({p['device']}, {p['processes']} process{'es' if p['processes'] > 1 else ''})",
+            "batch": str(p["batch"]), "lr": f"{p['lr_effective']:g}",
+            "schedule": "–" if trained is None else f"{trained[0]} {'ep' if trained[1] == 'epoch' else 'it'}",
+            "seeds": f"{len(result.runs)} ({', '.join(str(r.state.seed) for r in result.runs)})"}
+    out = {k: f"{ours[k]} / {paper[k]}" for k in paper}
+    versions = p["versions"]
+    out["versions"] = ", ".join(f"{n} {versions.get(n)}" for n in ("mmdet", "mmcv", "mmengine", "torch"))
+    out["commit"] = p.get("sbrrepro_commit") or "unknown"
+    return out
 
 
-def to_terminal(table: Table) -> str:
-    header = _flat_header(table)
-    body = _cells(table)
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    fmt = "  ".join(f"{{:<{w}}}" if i < len(table.lead) else f"{{:>{w}}}" for i, w in enumerate(widths))
-    return "\n".join([table.title, fmt.format(*header), *(fmt.format(*r) for r in body), table.caption])
+def _log_end(path: str | None) -> str | None:
+    if not path or not Path(path).exists():
+        return None
+    return "\n".join(Path(path).read_text(errors="replace").splitlines()[-LOG_LINES:])
 
 
-_LATEX = jinja2.Environment(
-    block_start_string="((*", block_end_string="*))", variable_start_string="(((", variable_end_string=")))",
-    comment_start_string="((#", comment_end_string="#))", trim_blocks=True, lstrip_blocks=True,
-    autoescape=False,
-).from_string(r"""% generated by sbrrepro; needs \usepackage{booktabs}
-\begin{table}[t]
-\centering
-\caption{((( caption )))}
-\begin{tabular}{((( "l" * lead|length )))((( "rrr" * metrics|length )))c}
-\toprule
-((( lead_tex|join(" & ") ))) ((* for m in metrics *))& \multicolumn{3}{c}{((( m )))} ((* endfor *))& \\
-((* for i in range(metrics|length) *))
-\cmidrule(lr){((( lead|length + 3 * i + 1 )))-((( lead|length + 3 * i + 3 )))}
-((* endfor *))
-((( " & " * (lead|length - 1) )))
-((* for m in metrics *))& ((( reference ))) & Ours & $\Delta$ ((* endfor *))& Verdict \\
-\midrule
-((* for r in rows *))
-((( r|join(" & ") ))) \\
-((* endfor *))
-\bottomrule
-\end{tabular}
-\end{table}
-""")
+@dataclass(frozen=True)
+class Page:
+    """One paper's page, as plain data."""
 
-_TEX_ESCAPES = {"&": r"\&", "%": r"\%", "#": r"\#", "_": r"\_", "^": r"\textasciicircum{}", "✓": r"\checkmark",
-                "✗": r"$\times$", "–": "--", "Δ": r"$\Delta$", "−": "$-$", "≤": r"$\leq$", "†": r"$^\dagger$"}
+    paper: str
+    summary: dict[str, Any]
+    tables: list[tuple[str, Any, list[RowResult]]]  # (plan name, Table, its rows)
+    figures: list[tuple[str, Path]]  # (caption, PNG)
+    setups: list[tuple[str, dict[str, str]]]  # ("plan row N: label", setup)
+    changes: list[tuple[str, str, list[tuple[str, Any, Any]]]]  # (row, against which row, diff)
+    unfinished: list[tuple[str, str, str | None]]  # (row, state, end of its log)
+    cited: list[tuple[str, str]]  # (row, reference)
 
 
-def _tex(text: str) -> str:
-    """Plain text -> LaTeX: a ^ before a word is a superscript (R^3-CNN -> R$^{3}$-CNN), every other
-    character escaped once (an escape's own ^, as in the dagger's, is left alone)."""
-    pieces = re.split(r"\^(\w+)", text)  # text, superscript, text, ...
-    return "".join(f"$^{{{p}}}$" if i % 2 else "".join(_TEX_ESCAPES.get(ch, ch) for ch in p)
-                   for i, p in enumerate(pieces))
+def _name(r: RowResult) -> str:
+    return f"{r.plan.name} row {r.row.number}: {r.row.label}"
 
 
-def to_latex(table: Table) -> str:
-    return _LATEX.render(
-        caption=_tex(f"{table.title}. {table.caption}"),
-        lead=table.lead,
-        lead_tex=[_tex(c) for c in table.lead],
-        metrics=[_tex(LABELS[m]) for m in table.metrics],
-        reference=_tex(table.reference),
-        rows=[[_tex(c) for c in r] for r in _cells(table)],
-    )
+def _baseline(results: list[RowResult]) -> RowResult | None:
+    """The row a table's other rows are compared with: an own study's baseline, else its first trained row."""
+    trained = [r for r in results if r.kind == "trained"]
+    if not trained:
+        return None
+    wanted = trained[0].plan.baseline
+    return next((r for r in trained if r.row.number == wanted), trained[0])
+
+
+def page(study: Study, collected: Collected, paper: str) -> Page:
+    names = [n for n, p in collected.plans.items() if p.paper == paper]
+    results = [r for n in names if not collected.plans[n].figure for r in collected.by_plan[n]]
+    count = Counter(r.verdict for r in results)
+    ran = [r for r in results if r.kind in ("trained", "derived") and r.metrics and r.verdict not in (RUNNING, FAILED)]
+    registered = [(p, rc) for p, rc in study.rows() if rc.plan in names]
+    hours = estimate([(collected.plans[rc.plan].row(rc.row), rc) for _, rc in registered if MODELS[rc.model].trains],
+                     study.paths, study.scale)
+    done_keys = {run.state.train_key for r in results for run in r.runs if run.trained is not None}
+    spent = sum(h for k, h in hours.items() if k in done_keys and h is not None)
+    todo = [h for k, h in hours.items() if k not in done_keys]
+    summary = {"rows": len(results), "run": len(ran), "judged": sum(count[v] for v in JUDGED),
+               "reproduced": count[REPRODUCED],
+               "verdicts": {v.word: count[v] for v in VERDICTS if count[v]},
+               "unit": "GPU-hours" if study.scale == "full" else "process-hours", "spent": spent,
+               "to_spend": None if any(h is None for h in todo) else sum(todo), "trainings_to_run": len(todo),
+               "scale": study.scale, "dataset": study.dataset}
+
+    tables, pictures, setups, changes, unfinished, cited = [], [], [], [], [], []
+    for name in names:
+        plan, rows = collected.plans[name], collected.by_plan[name]
+        if plan.figure:
+            png = study.paths.figure(name).with_suffix(".png")
+            if png.exists():
+                pictures.append((f"{plan.paper} {plan.table}: {plan.title}", png))
+            continue
+        if plan.metrics:
+            tables.append((name, table_of(plan, rows, study.scale), rows))
+        drawn = [(p, rc) for p, rc in registered if rc.plan == name and MODELS[rc.model].trains]
+        try:
+            out = study.paths.site / f"{name.replace('/', '-')}-curves"
+            png = next(p for p in figures.kind("training_curves").draw(study.paths, one_per_row(drawn), out)
+                       if p.suffix == ".png")
+            pictures.append((f"{plan.paper} {plan.table}: training loss and validation AP per epoch", png))
+        except UserError:  # nothing trained yet
+            pass
+        base = _baseline(rows)
+        for r in rows:
+            if r.kind == "cited":
+                cited.append((_name(r), r.row.cited))
+            if r.kind != "trained":
+                continue
+            setups.append((_name(r), setup(r)))
+            if base is not None and r is not base:
+                changes.append((_name(r), f"row {base.row.number}",
+                                config_diff(Path(r.runs[0].state.config), Path(base.runs[0].state.config))))
+            for run in r.runs:
+                if run.state.state not in ("done", "new"):
+                    unfinished.append((f"{_name(r)} (seed {run.state.seed})", run.state.state,
+                                       run.state.log_tail or _log_end(run.state.log)))
+    return Page(paper, summary, tables, pictures, setups, changes, unfinished, cited)
+
+
+# ---- renderers -----------------------------------------------------------------------------------
+def _summary_lines(s: dict[str, Any]) -> list[str]:
+    to_spend = "unknown until measured" if s["to_spend"] is None else f"{s['to_spend']:.2f}"
+    return [f"Rows reproduced: {s['reproduced']} of {s['run']} run ({s['judged']} judged against the paper; "
+            f"{s['rows']} rows in all; {s['scale']} scale on {s['dataset']}).",
+            "Verdicts: " + ", ".join(f"{w}: {n}" for w, n in s["verdicts"].items()) + ".",
+            f"{s['unit'].capitalize()} spent: {s['spent']:.2f}; still to spend: {to_spend} "
+            f"({s['trainings_to_run']} training(s) not finished)."]
+
+
+def _value(v: Any) -> str:
+    return "(absent)" if v is None else json.dumps(v, default=str)
+
+
+def to_markdown_page(p: Page, relative_to: Path) -> str:
+    out = [f"# {p.paper}: reproduction report", "", *(f"- {line}" for line in _summary_lines(p.summary)), ""]
+    for _, table, _ in p.tables:
+        out += [to_markdown(table), ""]
+    if p.figures:
+        out += ["## Figures", ""]
+        out += [f"![{caption}]({os.path.relpath(png, relative_to)})  \n{caption}\n" for caption, png in p.figures]
+    if p.setups:
+        keys = list(p.setups[0][1])
+        out += ["## Setup (ours / the paper's)", "", "| row | " + " | ".join(keys) + " |",
+                "|" + "---|" * (len(keys) + 1)]
+        out += [f"| {name} | " + " | ".join(s.get(k, "") for k in keys) + " |" for name, s in p.setups]
+        out.append("")
+    if p.changes:
+        out += ["## Changes against the table's baseline row (MMDetection config keys)", ""]
+        for name, against, diff in p.changes:
+            out.append(f"- **{name}** against {against}: " + ("no difference" if not diff else ""))
+            out += [f"  - `{k}`: {_value(a)} → {_value(b)}" for k, a, b in diff[:DIFF_KEYS]]
+            if len(diff) > DIFF_KEYS:
+                out.append(f"  - … and {len(diff) - DIFF_KEYS} more")
+        out.append("")
+    if p.unfinished:
+        out += ["## Still running or failed", ""]
+        for name, state, log in p.unfinished:
+            out += [f"- **{name}**: {state}", *(["", "```", log, "```"] if log else [])]
+        out.append("")
+    if p.cited:
+        out += ["## Cited rows (another paper's numbers, not reproduced)", ""]
+        out += [f"- {name}: {ref}" for name, ref in p.cited]
+        out.append("")
+    return "\n".join(out)
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:100%}
+table.results,table.plain{border-collapse:collapse;font-size:12px;margin:1em 0}
+table.results th,table.results td,table.plain th,table.plain td{border:1px solid #ccc;padding:2px 6px}
+td.num{text-align:right;font-variant-numeric:tabular-nums}th.group{background:#eef}
+caption{font-weight:bold;text-align:left;padding:4px 0}div.caption{font-size:12px;color:#444}
+tr.v-reproduced td.verdict{background:#dfd}tr.v-not-reproduced td.verdict{background:#fdd}
+tr.v-failed td.verdict{background:#fcc}tr.v-running td.verdict{background:#ffd}
+img{max-width:100%;border:1px solid #ddd}pre{background:#f6f6f6;padding:6px;font-size:11px;overflow-x:auto}
+div.scroll{overflow-x:auto}
+"""
+
+
+def _img(png: Path) -> str:
+    data = base64.b64encode(png.read_bytes()).decode()
+    return f'<img alt="{html.escape(png.stem)}" src="data:image/png;base64,{data}">'
+
+
+def to_html_page(p: Page) -> str:
+    e = html.escape
+    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(p.paper)}: reproduction report</title>"
+           f"<style>{_STYLE}</style></head><body><h1>{e(p.paper)}: reproduction report</h1>",
+           '<ul class="summary">' + "".join(f"<li>{e(line)}</li>" for line in _summary_lines(p.summary)) + "</ul>"]
+    out += [f'<section class="table" id="{e(name)}"><div class="scroll">{to_html(table)}</div></section>'
+            for name, table, _ in p.tables]
+    if p.figures:
+        out.append("<h2>Figures</h2>")
+        out += [f'<figure>{_img(png)}<figcaption>{e(caption)}</figcaption></figure>' for caption, png in p.figures]
+    if p.setups:
+        keys = list(p.setups[0][1])
+        out.append("<h2>Setup (ours / the paper's)</h2><div class='scroll'><table class='plain'><tr><th>row</th>"
+                   + "".join(f"<th>{e(k)}</th>" for k in keys) + "</tr>"
+                   + "".join("<tr><td>" + e(name) + "</td>" + "".join(f"<td>{e(s.get(k, ''))}</td>" for k in keys)
+                             + "</tr>" for name, s in p.setups) + "</table></div>")
+    if p.changes:
+        out.append("<h2>Changes against the table's baseline row (MMDetection config keys)</h2>")
+        for name, against, diff in p.changes:
+            items = "".join(f"<li><code>{e(k)}</code>: {e(_value(a))} → {e(_value(b))}</li>" for k, a, b in
+                            diff[:DIFF_KEYS])
+            more = f"<li>… and {len(diff) - DIFF_KEYS} more</li>" if len(diff) > DIFF_KEYS else ""
+            out.append(f"<details><summary>{e(name)} against {e(against)}: {len(diff)} key(s)</summary>"
+                       f"<ul>{items}{more}</ul></details>")
+    if p.unfinished:
+        out.append("<h2>Still running or failed</h2>")
+        out += [f"<p><b>{e(name)}</b>: {e(state)}</p>" + (f"<pre>{e(log)}</pre>" if log else "")
+                for name, state, log in p.unfinished]
+    if p.cited:
+        out.append("<h2>Cited rows (another paper's numbers, not reproduced)</h2><ul>"
+                   + "".join(f"<li>{e(name)}: {e(ref)}</li>" for name, ref in p.cited) + "</ul>")
+    return "".join(out) + "</body></html>\n"
+
+
+def write_reports(study: Study, collected: Collected) -> list[Path]:
+    """Per paper of the study: <paper>.html and <paper>.md in the study's report/site folder."""
+    written = []
+    for paper in dict.fromkeys(p.paper for p in collected.plans.values()):
+        p = page(study, collected, paper)
+        for suffix, text in ((".html", to_html_page(p)), (".md", to_markdown_page(p, study.paths.site))):
+            path = study.paths.site / f"{paper}{suffix}"
+            atomic_write(path, text)
+            written.append(path)
+    return written

@@ -14,15 +14,18 @@ from typing import Any
 from .layout import RunPaths
 
 
-def _log_lines(run: RunPaths) -> list[dict[str, Any]]:
+def _file_lines(path: Path) -> list[dict[str, Any]]:
     lines: list[dict[str, Any]] = []
-    for path in run.scalars():
-        for text in path.read_text().splitlines():
-            try:
-                lines.append(json.loads(text))
-            except json.JSONDecodeError:  # a line cut short by a kill
-                continue
+    for text in path.read_text().splitlines():
+        try:
+            lines.append(json.loads(text))
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
     return lines
+
+
+def _log_lines(run: RunPaths) -> list[dict[str, Any]]:
+    return [line for path in run.scalars() for line in _file_lines(path)]
 
 
 def epoch_metrics(run: RunPaths) -> dict[int, dict[str, float]]:
@@ -33,6 +36,20 @@ def epoch_metrics(run: RunPaths) -> dict[int, dict[str, float]]:
         if "loss" not in line and "step" in line:
             found[line["step"]] = {k: float(v) for k, v in line.items() if k.startswith("coco/")}
     return found
+
+
+def epoch_losses(run: RunPaths) -> dict[int, float]:
+    """The mean training loss of each epoch, for training curves. A resumed run logs again the
+    epoch it was cut in: the newest start's lines of an epoch replace the older's. Lines without
+    an `epoch` key (a training logged by iteration) are skipped: they name no epoch."""
+    losses: dict[int, list[float]] = {}
+    for path in run.scalars():  # oldest first
+        found: dict[int, list[float]] = {}
+        for line in _file_lines(path):
+            if "loss" in line and "epoch" in line:
+                found.setdefault(int(line["epoch"]), []).append(float(line["loss"]))
+        losses.update(found)
+    return {epoch: sum(values) / len(values) for epoch, values in sorted(losses.items())}
 
 
 def final_metrics(run: RunPaths, step: int) -> dict[str, float] | None:

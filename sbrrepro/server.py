@@ -31,7 +31,11 @@ def _iou_type(upload: Path) -> str:
 
 def _awaiting(study: Study, wanted: str) -> tuple[RowConfig, RunPaths]:
     """The row named `wanted` (N or PLAN:N), which must have written files for the server."""
-    ((_, rc),) = study.select_rows([wanted])
+    found = study.select_rows([wanted])
+    if len(found) > 1:
+        raise UserError(str(study.root), "row", f"{wanted} trains with {len(found)} seeds: name one, e.g. "
+                        f"{wanted}@{found[0][1].seed}")
+    ((_, rc),) = found
     run = study.paths.run(rc.key)
     (state,) = jobs.states(study, [rc])
     if not run.uploads():

@@ -20,12 +20,19 @@ from .errors import UserError
 from .files import atomic_write
 from .layout import StudyPaths
 
-SCHEMA_VERSION = 2  # PRAGMA user_version of state.sqlite; raise it when _SCHEMA changes, with a migration
+SCHEMA_VERSION = 3  # PRAGMA user_version of state.sqlite; raise it when _SCHEMA changes, with a migration
 # What brings a store of schema N to N + 1, so that a study keeps its jobs across sbrrepro updates.
 _MIGRATIONS = {
     # each job's submitit folder: before job arrays, always runs/<key>/submitit
     1: ["ALTER TABLE runs ADD COLUMN folder TEXT NOT NULL DEFAULT ''",
         "UPDATE runs SET folder = 'runs/' || key || '/submitit'"],
+    # a row may train with several seeds: one line per seed, the seed part of the row's identity
+    2: ["ALTER TABLE rows RENAME TO rows_v2",
+        "CREATE TABLE rows (plan TEXT NOT NULL, row INTEGER NOT NULL, plan_path TEXT NOT NULL, model TEXT NOT NULL, "
+        "label TEXT NOT NULL, config TEXT NOT NULL, key TEXT NOT NULL, train_config TEXT NOT NULL, "
+        "train_key TEXT NOT NULL, seed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (plan, row, seed))",
+        "INSERT INTO rows SELECT *, 0 FROM rows_v2",
+        "DROP TABLE rows_v2"],
 }
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -47,12 +54,13 @@ CREATE TABLE IF NOT EXISTS rows (
     key TEXT NOT NULL,
     train_config TEXT NOT NULL,
     train_key TEXT NOT NULL,
-    PRIMARY KEY (plan, row)
+    seed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (plan, row, seed)
 )
 """
 
 
-ROW_COLUMNS = "plan, row, plan_path, model, label, config, key, train_config, train_key"  # as _SCHEMA orders them
+ROW_COLUMNS = "plan, row, plan_path, model, label, config, key, train_config, train_key, seed"  # as _SCHEMA orders them
 
 
 @dataclass(frozen=True)
@@ -161,17 +169,21 @@ class Study:
 
     def register(self, plan_path: Path, rows: list[RowConfig]) -> None:
         """Remember which plan rows this study holds and the training each row needs (in the store,
-        and in its plain copy)."""
+        and in its plain copy). `rows` are all of a plan's: its rows and seeds as last run replace
+        those registered before."""
         with self._db() as con:
+            con.execute("BEGIN IMMEDIATE")
+            con.executemany("DELETE FROM rows WHERE plan = ?", {(r.plan,) for r in rows})
             self._insert_rows(con, [(r.plan, r.row, str(plan_path.resolve()), r.model, r.label,
-                                     self._relative(r.path), r.key, self._relative(r.train_path), r.train_key)
+                                     self._relative(r.path), r.key, self._relative(r.train_path), r.train_key, r.seed)
                                     for r in rows])
-            every = con.execute(f"SELECT {ROW_COLUMNS} FROM rows ORDER BY plan, row").fetchall()
+            con.execute("COMMIT")
+            every = con.execute(f"SELECT {ROW_COLUMNS} FROM rows ORDER BY plan, row, seed").fetchall()
         atomic_write(self.paths.rows, json.dumps([dict(zip(ROW_COLUMNS.split(", "), r)) for r in every], indent=1))
 
     @staticmethod
     def _insert_rows(con: sqlite3.Connection, rows: list[tuple]) -> None:
-        con.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        con.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def rebuild(self, rows: list[dict], submissions: list[tuple[str, str, str, str, Path, int, float]]) -> Path:
         """A new store holding `rows` (as `rows.json` has them) and `submissions` (key, config,
@@ -186,7 +198,8 @@ class Study:
                 journal.rename(kept.with_name(kept.name + suffix))
         with self._db() as con:
             con.execute("BEGIN IMMEDIATE")
-            self._insert_rows(con, [tuple(r[c] for c in ROW_COLUMNS.split(", ")) for r in rows])
+            self._insert_rows(con, [tuple(r.get(c, 0) if c == "seed" else r[c] for c in ROW_COLUMNS.split(", "))
+                                    for r in rows])  # a rows.json of before seeds: seed 0
             con.executemany("INSERT INTO runs (key, config, executor, job_id, folder, attempts, submitted) "
                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
                             [(key, config, kind, job_id, self._relative(folder), attempts, when)
@@ -195,24 +208,27 @@ class Study:
         return kept
 
     def rows(self) -> list[tuple[str, RowConfig]]:
-        """(plan file, row config) for every registered row, in plan and row order."""
+        """(plan file, row config) for every registered row and seed, in plan, row and seed order."""
         with self._db() as con:
-            found = con.execute(f"SELECT {ROW_COLUMNS} FROM rows ORDER BY plan, row").fetchall()
-        return [(f[2], RowConfig(f[0], f[1], f[3], f[4], self.root / f[5], f[6], self.root / f[7], f[8]))
+            found = con.execute(f"SELECT {ROW_COLUMNS} FROM rows ORDER BY plan, row, seed").fetchall()
+        return [(f[2], RowConfig(f[0], f[1], f[3], f[4], self.root / f[5], f[6], self.root / f[7], f[8], f[9]))
                 for f in found]
 
     def select_rows(self, wanted: list[str]) -> list[tuple[str, RowConfig]]:
-        """Rows named as 'N' or 'PLAN:N' (e.g. 'sbr-cnn/table3:4')."""
+        """Rows named as 'N' or 'PLAN:N' (e.g. 'sbr-cnn/table3:4'), each with all of its seeds, or
+        one of them: 'PLAN:N@SEED'."""
         registered = self.rows()
         out = []
         for w in wanted:
-            plan, _, number = w.rpartition(":")
-            found = [(p, r) for p, r in registered if str(r.row) == number and (not plan or r.plan == plan)]
-            if len(found) != 1:
-                have = ", ".join(f"{r.plan}:{r.row}" for _, r in registered)
+            named, _, seed = w.partition("@")
+            plan, _, number = named.rpartition(":")
+            found = [(p, r) for p, r in registered if str(r.row) == number and (not plan or r.plan == plan)
+                     and (not seed or str(r.seed) == seed)]
+            if len({r.plan for _, r in found}) != 1:
+                have = ", ".join(dict.fromkeys(f"{r.plan}:{r.row}" for _, r in registered))
                 problem = "is ambiguous" if found else "is not in this study"
                 raise UserError(str(self.root), "rows", f"{w!r} {problem}; rows: {have}")
-            out.append(found[0])
+            out += found
         return out
 
     def submissions(self) -> dict[str, Submission]:

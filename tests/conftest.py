@@ -94,3 +94,61 @@ def interrupt(executor, job_id: str) -> None:
         children = Path(f"/proc/{job_id}/task/{job_id}/children").read_text().split()
         for pid in children:
             os.kill(int(pid), LocalJobEnvironment._usr_sig())
+
+
+def require_tool(name: str) -> str:
+    """The path of a program a test needs (pdflatex, chromium): skipped where it is missing, except
+    where SBRREPRO_REQUIRE_TOOLS is set (CI installs them, so there a missing one fails)."""
+    import os
+
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (Debian's packages: see scripts/report-tools.sh)"
+        if os.environ.get("SBRREPRO_REQUIRE_TOOLS"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def compile_latex(tables: list[Path], folder: Path) -> subprocess.CompletedProcess:
+    """pdflatex on one document that inputs every table of `tables`: each file copied beside it."""
+    pdflatex = require_tool("pdflatex")
+    folder.mkdir(parents=True, exist_ok=True)
+    inputs = []
+    for i, path in enumerate(tables):
+        (folder / f"t{i}.tex").write_text(path.read_text())
+        inputs.append(rf"\input{{t{i}.tex}}\clearpage")
+    (folder / "doc.tex").write_text("\n".join([r"\documentclass{article}", r"\usepackage[T1]{fontenc}",
+                                               r"\usepackage{booktabs,amssymb,graphicx}", r"\begin{document}",
+                                               *inputs, r"\end{document}", ""]))
+    return subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=folder,
+                          capture_output=True, text=True, timeout=300)
+
+
+def open_in_browser(page: Path, folder: Path) -> tuple[dict, Path]:
+    """Open an HTML page in headless Chromium: what the loaded page holds (tables, table cells,
+    images and how many of them decoded, from a copy of the page with a probe script that writes its
+    findings into the DOM), and a screenshot of it."""
+    import json
+    import re
+
+    chromium = require_tool("chromium")
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = ("<script>window.addEventListener('load',()=>{const i=[...document.images];"
+             "document.body.setAttribute('data-probe',JSON.stringify({tables:document.querySelectorAll('table').length,"
+             "cells:document.querySelectorAll('td').length,images:i.length,"
+             "decoded:i.filter(x=>x.complete&&x.naturalWidth>0).length,"
+             "width:Math.max(...i.map(x=>x.naturalWidth),0)}));});</script>")
+    probed = folder / "probed.html"
+    probed.write_text(page.read_text().replace("</body>", probe + "</body>"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={folder / 'profile'}", "--virtual-time-budget=10000"]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", probed.as_uri()], capture_output=True, text=True,
+                         timeout=120)
+    found = re.search(r"data-probe=\"([^\"]*)\"", dom.stdout)
+    assert found, dom.stderr[-2000:]
+    shot = folder / "screenshot.png"
+    subprocess.run([chromium, *flags, "--window-size=1400,2400", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, text=True, timeout=120)
+    return json.loads(found.group(1).replace("&quot;", '"')), shot

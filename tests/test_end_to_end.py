@@ -5,6 +5,7 @@ pycocotools), end to end: plan -> configs -> jobs -> results -> table and figure
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -113,7 +114,7 @@ def test_collect_reads_the_metrics_the_runs_computed(study, cli):
         assert row["provenance"]["versions"]["mmdet"] == "3.3.0"
     printed = cli("collect", "--study", str(root))
     assert "Mask" in printed.stdout and "sbr-cnn-table3.md" in printed.stdout
-    md = (root / "report" / "sbr-cnn-table3.md").read_text()
+    md = re.sub(r"\*\*|</?u>", "", (root / "report" / "sbr-cnn-table3.md").read_text())  # best, second best
     paper, ours = float(published[1]["bbox_AP"]), rows[1]["metrics"]["bbox_AP"]
     assert f"| 1 | Mask | 1 | 1 | {paper:.1f} | {ours:.1f} | {ours - paper:+.1f} |" in md
     assert (root / "report" / "sbr-cnn-table3.tex").exists()
@@ -186,3 +187,36 @@ def test_a_generated_config_runs_with_mmdetections_own_train_script(study, cli, 
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "epoch_1.pth").exists()
     assert "coco/segm_mAP" in next(tmp_path.glob("*/vis_data/scalars.json")).read_text()
+
+
+def test_report_pages_compile_and_render_in_a_real_browser(study, cli, tmp_path):
+    """`report` writes per paper one self-contained HTML page and one Markdown page; every table of
+    the study compiles with pdflatex; Chromium renders the page's tables and its embedded images."""
+    from conftest import compile_latex, open_in_browser
+
+    root, _, _, _ = study
+    result = cli("report", "--study", str(root))
+    assert result.returncode == 0, result.stderr[-3000:]
+    page, md = root / "report" / "site" / "sbr-cnn.html", root / "report" / "site" / "sbr-cnn.md"
+    assert f"report: {page}" in result.stdout and f"report: {md}" in result.stdout
+    text = page.read_text()
+    assert "src=\"http" not in text and "<link" not in text, "self-contained: nothing fetched"
+    assert text.count("data:image/png;base64,") == 2  # Fig. 3 and Table 3's training curves
+    assert "Rows reproduced: 0 of 2 run" in text and "smoke: 2" in text
+    assert "sbr-cnn/table3 row 3: R^3-CNN against row 1" in text  # its config keys against the baseline row
+    assert "model.roi_head.type" in text
+    markdown = md.read_text()
+    assert "| 1 | Mask | 1 | 1 |" in markdown and "## Setup (ours / the paper's)" in markdown
+    assert "../../figures/sbr-cnn-fig3.png" in markdown
+
+    latex = compile_latex(sorted((root / "report").glob("*.tex")), tmp_path / "latex")
+    assert latex.returncode == 0, latex.stdout[-4000:]
+
+    found, shot = open_in_browser(page, tmp_path / "browser")
+    assert found["tables"] >= 2 and found["cells"] > 20, found
+    assert found["images"] == found["decoded"] == 2 and found["width"] > 500, found
+    from PIL import Image
+
+    image = Image.open(shot).convert("L")
+    assert image.size == (1400, 2400)
+    assert len(set(image.getdata())) > 50, "the screenshot shows a rendered page, not a blank one"

@@ -92,7 +92,7 @@ def test_counted_tables_keep_their_verdict_at_smoke_scale_and_figures_render_no_
     text = cli("collect", "--study", study).stdout
     assert f"figure: {tmp_path / 's' / 'figures' / 'sbr-cnn-fig1.png'}" in text
     rows = json.loads(cli("collect", "--study", study, "--json").stdout)
-    assert [r["verdict"] for r in rows if r["plan"] == "sbr-cnn/table1"] == ["✓"] * 8
+    assert [r["verdict"] for r in rows if r["plan"] == "sbr-cnn/table1"] == ["reproduced"] * 8
     assert sorted(p.name for p in (tmp_path / "s" / "report").iterdir()) == ["sbr-cnn-table1.md", "sbr-cnn-table1.tex"]
 
 

@@ -43,6 +43,8 @@ MUTATIONS = [
     ("title", DELETE, "'title'", "missing"),
     ("table", "../../etc/x", "'table'", "letters, digits"),
     ("figure", "pie", "'figure'", "'pie' is not one of"),
+    ("seeds", [0, 0], "'seeds'", "distinct seeds"),
+    ("rows.1.seeds", [], "'rows[1].seeds'", "at least one"),
 ]
 
 

@@ -1,10 +1,45 @@
-"""The pure pieces: metric conversion, verdicts and the three renderers of one table model."""
+"""The pure pieces and `collect` on crafted results: metric conversion, judgements, every verdict
+(several seeds, a missing run, a failed one, a cited row, a setup other than the paper's), and every
+cell that the four renderers of the one table model draw."""
 
 from __future__ import annotations
 
+import json
+import re
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sbrrepro import jobs
+from sbrrepro.collect import plan_results, table_of
+from sbrrepro.configs import full_scale, write_configs
 from sbrrepro.metrics import from_coco
-from sbrrepro.report import Table, to_latex, to_markdown, to_terminal
-from sbrrepro.verify import MATCH, MISMATCH, MISSING, compare
+from sbrrepro.params import Counts
+from sbrrepro.plan import load_plan
+from sbrrepro.render import tex, to_html, to_latex, to_markdown, to_terminal
+from sbrrepro.study import Study
+from sbrrepro.table import BEST, SECOND
+from sbrrepro.verdicts import (
+    CITED,
+    COUNTED,
+    FAILED,
+    NOT_REPRODUCED,
+    NOT_RUN,
+    OTHER_DATA,
+    OTHER_SETUP,
+    OWN,
+    REPRODUCED,
+    RUNNING,
+    SMOKE,
+    VERDICTS,
+    Judged,
+    verdict,
+)
+from sbrrepro.verify import MATCH, MISMATCH, MISSING, UNJUDGED, compare
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_coco_fractions_become_the_papers_percent():
@@ -12,44 +47,277 @@ def test_coco_fractions_become_the_papers_percent():
     assert got == {"bbox_AP": 40.9, "segm_AP": 37.2}  # -1 (no small objects) is not a number to show
 
 
-def test_verdicts_use_the_tolerance():
+def test_judgements_use_the_tolerance_and_the_seeds_mean():
     published = {"bbox_AP": "40.9", "segm_AP": "37.2"}
-    cells, verdict = compare({"bbox_AP": 41.3, "segm_AP": 36.8}, published, ["bbox_AP", "segm_AP"], 0.5)
-    assert verdict == MATCH
+    cells, judged = compare({"bbox_AP": 41.3, "segm_AP": 36.8}, published, ["bbox_AP", "segm_AP"], 0.5)
+    assert judged == MATCH
     assert cells["bbox_AP"].diff == 0.4 and cells["segm_AP"].diff == -0.4
     assert compare({"bbox_AP": 41.5, "segm_AP": 37.2}, published, ["bbox_AP", "segm_AP"], 0.5)[1] == MISMATCH
     assert compare({"bbox_AP": 40.9}, published, ["bbox_AP", "segm_AP"], 0.5)[1] == MISSING
-    # a metric the paper did not print is shown but not judged
-    cells, verdict = compare({"bbox_AP": 40.9, "mem_GB": 4.0}, {"bbox_AP": "40.9", "mem_GB": ""},
-                             ["bbox_AP", "mem_GB"], 0.5)
-    assert verdict == MATCH and cells["mem_GB"].published is None
+    assert compare({"bbox_AP": 40.9}, {"bbox_AP": ""}, ["bbox_AP"], 0.5)[1] == UNJUDGED
+    # three seeds, one far off: the mean (41.0) is judged, not each seed
+    cells, judged = compare([{"bbox_AP": 40.0}, {"bbox_AP": 41.0}, {"bbox_AP": 42.0}], {"bbox_AP": "40.9"},
+                            ["bbox_AP"], 0.5)
+    assert judged == MATCH and (cells["bbox_AP"].ours, cells["bbox_AP"].std, cells["bbox_AP"].seeds) == (41.0, 1.0, 3)
 
 
-def _table() -> Table:
-    cells, verdict = compare({"bbox_AP": 40.5, "segm_AP": 37.9}, {"bbox_AP": "40.9", "segm_AP": "37.2"},
-                             ["bbox_AP", "segm_AP"], 0.5)
-    return Table("sbr-cnn table3: loops", "Δ = Ours − Paper; ✓ when |Δ| ≤ 0.5; † scaled lr.", ["#", "model"],
-                 ["bbox_AP", "segm_AP"],
-                 [(["4", "R^3-CNN"], cells, verdict)])
+@pytest.mark.parametrize(("judged", "expected"), [
+    (Judged("cited", (), UNJUDGED, True), CITED),
+    (Judged("trained", ("done", "failed"), MATCH, True), FAILED),
+    (Judged("trained", ("done", "running"), MATCH, True), RUNNING),
+    (Judged("trained", ("awaiting server",), MATCH, True), RUNNING),
+    (Judged("trained", ("new",), MISSING, True), NOT_RUN),
+    (Judged("trained", ("cancelled",), MISSING, True), NOT_RUN),
+    (Judged("trained", ("done",), MATCH, True), REPRODUCED),
+    (Judged("trained", ("done",), MISMATCH, True), NOT_REPRODUCED),
+    (Judged("trained", ("done",), MISSING, True), NOT_REPRODUCED),  # nothing detected
+    (Judged("trained", ("done",), MATCH, True, ("batch",)), OTHER_SETUP),
+    (Judged("trained", ("done",), MISMATCH, True, ("schedule",)), NOT_REPRODUCED),
+    (Judged("trained", ("done",), MATCH, True, ("schedule", "smoke")), SMOKE),
+    (Judged("trained", ("done",), MATCH, True, ("dataset",)), OTHER_DATA),
+    (Judged("counted", (), MATCH, True, ("smoke",), scale_free=True), REPRODUCED),
+    (Judged("counted", (), UNJUDGED, True), COUNTED),
+    (Judged("trained", ("done",), MATCH, False), OWN),
+    (Judged("derived", ("done", "done"), MATCH, True), REPRODUCED),
+    (Judged("derived", ("done", "new"), MISSING, True), NOT_RUN),
+])
+def test_every_verdict(judged, expected):
+    assert verdict(judged) == expected
 
 
-def test_markdown_shows_paper_ours_and_signed_difference():
-    md = to_markdown(_table())
-    assert "| # | model | B_AP Paper | B_AP Ours | B_AP Δ | S_AP Paper | S_AP Ours | S_AP Δ | Verdict |" in md
-    assert "| 4 | R^3-CNN | 40.9 | 40.5 | -0.4 | 37.2 | 37.9 | +0.7 | ✗ |" in md
+def test_verdicts_are_a_symbol_and_a_word_each_its_own():
+    assert len({v.symbol for v in VERDICTS}) == len({v.word for v in VERDICTS}) == len(VERDICTS)
 
 
-def test_latex_is_escaped_and_grouped():
-    tex = to_latex(_table())
-    assert r"\multicolumn{3}{c}{B\_AP}" in tex
-    assert r"4 & R$^{3}$-CNN & 40.9 & 40.5 & -0.4 & 37.2 & 37.9 & +0.7 & $\times$ \\" in tex
-    assert tex.count(r"\cmidrule") == 2 and r"\toprule" in tex and r"\bottomrule" in tex
-    assert not any(ord(c) > 127 for c in tex), "plain ASCII, for pdflatex without unicode packages"
-    # the caption's dagger stays a superscript: no ^ escaped inside math mode, which pdflatex refuses
-    assert r"$^\dagger$" in tex and r"\textasciicircum{}\dagger" not in tex
+# ---- collect on crafted results ------------------------------------------------------------------
+PLAN = """
+paper: crafted
+table: "1"
+title: Crafted results
+metrics: [bbox_AP, segm_AP]
+tolerance: 0.5
+published: published.csv
+recipe_file: {recipe}
+rows:
+  - {{row: 1, model: mask_rcnn, seeds: [0, 1, 2]}}
+  - {{row: 2, model: mask_rcnn, options: {{addon: gcnet}}}}
+  - {{row: 3, model: r3_cnn, options: {{loops: 2}}}}
+  - {{row: 4, model: r3_cnn, options: {{loops: 3}}}}
+  - {{row: 5, cited: "Other et al. 2020"}}
+  - {{row: 6, model: r3_cnn, options: {{loops: 4}}}}
+  - {{row: 7, model: mask_rcnn, recipe: {{epochs: 24, lr_steps: [16, 22]}}}}
+  - {{row: 8, derived: [1, 2]}}
+"""
+PUBLISHED = """row,method,bbox_AP,segm_AP
+1,Mask,38.2,34.7
+2,Naive,38.0,35.0
+3,R2,40.4,36.7
+4,R3,40.9,37.2
+5,Other,41.0,37.0
+6,R4,40.9,37.4
+7,Mask 2x,39.0,35.5
+8,Improvement,0.2,-0.3
+"""
 
 
-def test_terminal_aligns_columns():
-    lines = to_terminal(_table()).splitlines()
-    assert lines[1].split()[:3] == ["#", "model", "B_AP"]
-    assert lines[2].split() == ["4", "R^3-CNN", "40.9", "40.5", "-0.4", "37.2", "37.9", "+0.7", "✗"]
+def _finish(study: Study, key: str, bbox: float, segm: float, lr_scaled: bool = False, epochs: int = 12) -> None:
+    """What a finished training leaves: MMEngine's scalars, the job's provenance and done.json."""
+    run = study.paths.run(key)
+    log = run.root / "20260101_000000" / "vis_data" / "scalars.json"
+    log.parent.mkdir(parents=True)
+    log.write_text(json.dumps({"loss": 1.0, "epoch": epochs, "iter": 1, "step": 1}) + "\n" +
+                   json.dumps({"coco/bbox_mAP": bbox, "coco/segm_mAP": segm, "step": epochs}) + "\n")
+    run.provenance.write_text(json.dumps({"lr_scaled": lr_scaled, "started": time.time() - 3600, "processes": 8,
+                                          "seed": 0}))
+    run.done.write_text(json.dumps({"epochs": epochs, "finished": time.time()}))
+
+
+@pytest.fixture
+def crafted(tmp_path):
+    recipe = REPO / "plans" / "sbr-cnn" / "recipe.yaml"
+    (tmp_path / "plan.yaml").write_text(PLAN.format(recipe=recipe))
+    (tmp_path / "published.csv").write_text(PUBLISHED)
+    plan = load_plan(tmp_path / "plan.yaml")
+    study = Study.open(tmp_path / "study", "full", create=True)
+    written = write_configs(plan, full_scale(tmp_path / "coco"), study.paths)
+    study.register(plan.path, written)
+    by_row = {}
+    for rc in written:
+        by_row.setdefault(rc.row, []).append(rc)
+    # row 1, three seeds: 38.0, 38.2, 38.4 -> 38.2 ± 0.2 (within 0.5 of 38.2 / 34.7)
+    for rc, (b, s) in zip(by_row[1], [(0.380, 0.345), (0.382, 0.347), (0.384, 0.349)]):
+        _finish(study, rc.key, b, s)
+    _finish(study, by_row[2][0].key, 0.370, 0.350)  # bbox 1.0 below the paper's: not reproduced
+    _finish(study, by_row[6][0].key, 0.410, 0.373, lr_scaled=True)  # within, on another total batch
+    _finish(study, by_row[7][0].key, 0.391, 0.355, epochs=6)  # within, but half the schedule
+    states = {s.key: s for s in jobs.states(study, written)}
+    state_of = {}
+    for rc in written:
+        s = states[rc.key]
+        if rc.row == 3:
+            s = jobs.RowState(**{**s.to_json(), "state": "failed"})  # as the executor reports a failed job
+        elif rc.row == 4:
+            s = jobs.RowState(**{**s.to_json(), "state": "running"})
+        state_of[(rc.plan, rc.row, rc.seed)] = s
+    results = plan_results(study, plan, by_row, state_of, Counts(study.paths.params))
+    return plan, study, results
+
+
+def test_collect_gives_every_verdict_from_crafted_results(crafted):
+    plan, _, results = crafted
+    got = {r.row.number: r.verdict for r in results}
+    assert got == {1: REPRODUCED, 2: NOT_REPRODUCED, 3: FAILED, 4: RUNNING, 5: CITED, 6: OTHER_SETUP,
+                   7: OTHER_SETUP, 8: NOT_REPRODUCED}
+    one = results[0].table_row
+    assert one.seeds == 3 and one.cells["bbox_AP"].ours == 38.2 and one.cells["bbox_AP"].std == 0.2
+    assert [run.state.seed for run in results[0].runs] == [0, 1, 2]
+    assert len({run.state.key for run in results[0].runs}) == 3, "each seed is a training of its own"
+    assert results[5].table_row.marks == ("batch",) and results[6].table_row.marks == ("schedule",)
+    derived = results[7].table_row.cells  # row 1 - row 2, ours from ours: 38.2 - 37.0, 34.7 - 35.0
+    assert (derived["bbox_AP"].ours, derived["segm_AP"].ours) == (1.2, -0.3)
+    cited = results[4].table_row.cells["bbox_AP"]
+    assert cited.published == 41.0 and cited.ours is None
+
+
+def _rows(text: str) -> dict[str, list[str]]:
+    return {cells[0]: cells for line in text.splitlines()
+            if line.startswith("| ") and (cells := [c.strip() for c in line.strip("|").split("|")])[0].isdigit()}
+
+
+def test_every_rendered_cell_of_the_crafted_table(crafted):
+    plan, _, results = crafted
+    table = table_of(plan, results, "full")
+    md = _rows(to_markdown(table))
+    assert md["1"] == ["1", "Mask", "38.2", "38.2 ± 0.2", "+0.0", "34.7", "34.7 ± 0.2", "+0.0",
+                       "✓ reproduced (3 seeds)"]
+    assert md["2"] == ["2", "Naive", "38.0", "37.0", "-1.0", "35.0", "35.0", "+0.0", "✗ not reproduced"]
+    assert md["3"] == ["3", "R2", "40.4", "–", "–", "36.7", "–", "–", "! failed"]
+    assert md["4"] == ["4", "R3", "40.9", "–", "–", "37.2", "–", "–", "… running"]
+    assert md["5"] == ["5", "Other", "41.0", "–", "–", "37.0", "–", "–", "» cited"]
+    # best (bold) and second best (underlined) of our columns: derived and cited lines take no part
+    assert md["6"] == ["6", "R4", "40.9", "**41.0**", "+0.1", "37.4", "**37.3**", "-0.1",
+                       "≈ within tolerance, other setup†"]
+    assert md["7"] == ["7", "Mask 2x", "39.0", "<u>39.1</u>", "+0.1", "35.5", "<u>35.5</u>", "+0.0",
+                       "≈ within tolerance, other setup‡"]
+    assert md["8"] == ["8", "Improvement", "0.2", "1.2", "+1.0", "-0.3", "-0.3", "+0.0", "✗ not reproduced"]
+    assert table.ranks[(5, "bbox_AP")] == BEST and table.ranks[(6, "bbox_AP")] == SECOND
+    text = to_markdown(table)
+    assert "† trained with another total batch" in text and "‡ trained for another number of epochs" in text
+    assert "Row 5: cited (Other et al. 2020)" in text and "Row 8: row 1 − row 2" in text
+
+    html = to_html(table)
+    assert html.count("<tr class=") == 8 and "<b>41.0</b>" in html and "<u>39.1</u>" in html
+    assert "38.2 ± 0.2" in html and "✓ reproduced (3 seeds)" in html and 'class="v-failed"' in html
+
+    latex = to_latex(table)
+    assert r"\textbf{41.0}" in latex and r"\underline{39.1}" in latex
+    assert r"38.2 $\pm$ 0.2" in latex and r"\checkmark{} reproduced (3 seeds)" in latex
+    assert "within tolerance, other setup$^\\dagger$" in latex
+    assert not any(ord(c) > 127 for c in latex), "plain ASCII, for pdflatex without unicode packages"
+
+    term = to_terminal(table).splitlines()
+    assert term[1].split()[:3] == ["#", "method", "B_AP"]
+    assert term[2].split() == ["1", "Mask", "38.2", "38.2", "±", "0.2", "+0.0", "34.7", "34.7", "±", "0.2", "+0.0",
+                               "✓", "reproduced", "(3", "seeds)"]
+
+
+def test_the_terminal_table_fits_its_width_and_styles_only_when_asked(crafted):
+    plan, _, results = crafted
+    table = table_of(plan, results, "full")
+    narrow = to_terminal(table, width=70)
+    body = [line for line in narrow.splitlines() if line[:1].isdigit() or line.startswith("#")]
+    assert all(len(line) <= 70 for line in body), body
+    assert sum(line.startswith("#") for line in body) == 3, "blocks under the lead columns: B_AP, S_AP, Verdict"
+    assert "\033[" not in narrow
+    styled = to_terminal(table, styled=True)
+    assert "\033[1m41.0\033[0m" in styled and "\033[4m39.1\033[0m" in styled
+
+
+def test_paper_column_groups_in_latex_and_html(crafted):
+    """Table 11's layout: the bounding box and mask groups over their APs."""
+    plan = load_plan(REPO / "plans" / "sbr-cnn" / "table11.yaml")
+    table = table_of(plan, [], "full")
+    assert [(g, len(ms)) for g, ms in table.groups] == [("Bounding box", 6), ("Mask", 6)]
+    latex = to_latex(table)
+    assert r"\multicolumn{18}{c}{Bounding box} & \multicolumn{18}{c}{Mask}" in latex
+    assert r"\multicolumn{3}{c}{AP50}" in latex and latex.count(r"\cmidrule") == 2 + 12
+    html = to_html(table)
+    assert '<th colspan="18" class="group">Bounding box</th>' in html and '<th colspan="3">APs</th>' in html
+
+
+def test_results_export_one_line_per_row_and_seed(crafted):
+    from sbrrepro.export import write_rows
+
+    _, study, results = crafted
+    write_rows(results, study.paths)
+    for frame in (pd.read_csv(study.paths.results_csv), pd.read_parquet(study.paths.results_parquet)):
+        assert len(frame) == 3 + 7  # row 1 has three seeds
+        first = frame[frame["row"] == 1]
+        assert list(first["seed"]) == [0, 1, 2] and list(first["ours_bbox_AP"]) == [38.0, 38.2, 38.4]
+        assert set(first["verdict"]) == {"reproduced"}
+        assert frame[frame["row"] == 5]["verdict"].item() == "cited"
+
+
+def test_tex_escapes_once():
+    assert tex("R^3-CNN 50% & ±") == r"R$^{3}$-CNN 50\% \& $\pm$"
+    assert re.fullmatch(r"[ -~]*", tex("ümlaut ✓ ≈ ‡ § ¶ …"))
+
+
+def _in_terminal(args: list[str], columns: int) -> str:
+    """What a command prints to a real terminal (a pseudo-terminal `columns` wide)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.Popen([sys.executable, "-m", "sbrrepro", *args], stdin=slave, stdout=slave, stderr=slave,
+                            cwd=REPO, env=env)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the command has ended and closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=120) == 0, out.decode(errors="replace")[-3000:]
+    return out.decode().replace("\r\n", "\n")
+
+
+def test_collect_and_status_fit_a_terminal_and_stay_plain_in_a_pipe(crafted, cli):
+    _, study, _ = crafted
+    shown = _in_terminal(["collect", "--study", str(study.root)], 70)
+    assert "\033[1m41.0\033[0m" in shown, "best of our column in bold"
+    table = shown.split("\n\n")[0].splitlines()
+    assert all(len(re.sub(r"\033\[\d+m", "", line)) <= 70 for line in table if line[:1] in "#12345678"), table
+    piped = cli("collect", "--study", str(study.root)).stdout
+    assert "\033[" not in piped and max(map(len, piped.splitlines())) > 70, "a pipe gets the whole width, plain"
+    status = _in_terminal(["status", "--study", str(study.root)], 60).splitlines()
+    assert all(len(line) <= 60 for line in status), status
+    assert status[-1] == "rows done: 4 of 6 (runs: 6 of 8) · new: 2"  # row 1: three seeds, three runs
+
+
+def test_progress_names_the_epoch_each_running_training_reached(tmp_path):
+    from sbrrepro.layout import RunPaths
+    from sbrrepro.progress import epoch, summary
+
+    run = RunPaths(tmp_path / "run")
+    log = run.root / "20260101_000000" / "vis_data" / "scalars.json"
+    log.parent.mkdir(parents=True)
+    log.write_text("".join(json.dumps({"loss": 2.0, "epoch": e, "iter": 1, "step": e}) + "\n" for e in (1, 2, 3)))
+    config = tmp_path / "row.py"
+    config.write_text("train_cfg = {'type': 'EpochBasedTrainLoop', 'max_epochs': 12, 'val_interval': 1}\n")
+    assert epoch(run, config) == "epoch 3/12"
+    states = [jobs.RowState("p", n, "x", str(config), f"k{n}", "h", f"k{n}", False, s)
+              for n, s in ((1, "done"), (2, "running"), (3, "pending"), (4, "failed"))]
+    assert summary(states, {"k2": "epoch 3/12"}) == "rows done: 1 of 4 · failed: 1 · pending: 1 · running: 1 · " \
+                                                   "row 2 epoch 3/12"

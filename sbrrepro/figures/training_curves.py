@@ -1,0 +1,60 @@
+"""Training curves of a study's rows: the mean training loss of each epoch (left) and the AP of the
+validation after each epoch (right: bbox solid, mask dashed, one colour per row), from what MMEngine
+logged. It shows whether a training converged, or diverged, before its final numbers are read.
+Rows that share a training are drawn once; rows that recorded nothing yet are left out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..configs import RowConfig
+from ..errors import UserError
+from ..layout import StudyPaths
+from ..results import epoch_losses, epoch_metrics
+from . import pyplot, save
+
+AP_KEYS = (("coco/bbox_mAP", "-"), ("coco/segm_mAP", "--"))  # CocoMetric's key, line style
+
+
+def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path) -> list[Path]:
+    """Write out.png and out.pdf; return both paths."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    plt = pyplot()
+    fig, (loss_ax, ap_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
+    seen: set[str] = set()
+    for _, rc in rows:
+        if rc.train_key in seen:
+            continue
+        seen.add(rc.train_key)
+        run = paths.run(rc.train_key)
+        losses, metrics = epoch_losses(run), epoch_metrics(run)
+        curves = {key: {e: 100 * m[key] for e, m in sorted(metrics.items()) if m.get(key, -1) >= 0}
+                  for key, _ in AP_KEYS}
+        if not losses and not any(curves.values()):
+            continue
+        label = f"row {rc.row}: {rc.label}"
+        colour = loss_ax.plot(list(losses), list(losses.values()), marker="o", markersize=3, label=label)[0].get_color()
+        for key, style in AP_KEYS:
+            if curves[key]:
+                ap_ax.plot(list(curves[key]), list(curves[key].values()), linestyle=style, marker="o",
+                           markersize=3, color=colour, label=label if style == "-" else None)
+    if not loss_ax.lines:
+        plt.close(fig)
+        raise UserError(str(paths.root), None, "no training recorded yet for the figure's rows "
+                        "(see `sbrrepro status`)")
+    last = max(max(line.get_xdata(), default=1) for ax in (loss_ax, ap_ax) for line in ax.lines)
+    for ax, title in ((loss_ax, "training loss"), (ap_ax, "validation AP (%)")):
+        ax.set_xlim(0.5, last + 0.5)  # whole epochs, a one-epoch run included
+        ax.set_xlabel("epoch")
+        ax.set_title(title, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    loss_ax.legend(fontsize=8)
+    handles, labels = ap_ax.get_legend_handles_labels()
+    styles = [Line2D([], [], color="grey", linestyle=style) for _, style in AP_KEYS]
+    ap_ax.legend(handles + styles, labels + ["bbox AP", "mask AP"], fontsize=8)
+    fig.tight_layout()
+    return save(fig, out)

@@ -1,0 +1,186 @@
+"""Stage 5: the table model (`table.Table`) -> text. Four renderers of one model: terminal,
+Markdown, LaTeX and HTML. Best and second best of our columns are bold and underlined (ANSI styles
+on a terminal), as the papers print them."""
+
+from __future__ import annotations
+
+import html
+import re
+
+from .metrics import LABELS, METRICS
+from .table import BEST, SECOND, Table
+from .verify import Cell
+
+
+def _num(v: float | None, decimals: int, signed: bool = False) -> str:
+    if v is None:
+        return "–"
+    return f"{v:{'+' if signed else ''},.{decimals}f}"
+
+
+def _ours(cell: Cell, decimals: int) -> str:
+    text = _num(cell.ours, decimals)
+    return text if cell.std is None else f"{text} ± {cell.std:.{decimals}f}"
+
+
+def cells(table: Table) -> list[list[tuple[str, int]]]:
+    """Every row as (text, rank) cells: lead, then per metric published, ours, Δ, then the verdict;
+    the rank (BEST, SECOND or 0) is that of ours."""
+    out = []
+    for i, row in enumerate(table.rows):
+        line = [(c, 0) for c in row.lead]
+        for m in table.metrics:
+            c, d = row.cells[m], METRICS[m].decimals
+            line += [(_num(c.published, d), 0), (_ours(c, d), table.ranks.get((i, m), 0)),
+                     (_num(c.diff, d, signed=True), 0)]
+        out.append([*line, (row.verdict_text(), 0)])
+    return out
+
+
+def _flat_header(table: Table) -> list[str]:
+    return [*table.lead, *(f"{LABELS[m]} {s}" for m in table.metrics for s in (table.reference, "Ours", "Δ")),
+            "Verdict"]
+
+
+def _label(table: Table, m: str) -> str:
+    """A metric's header under its column group (AP50 under Bounding box), or on its own (B_AP)."""
+    return METRICS[m].short if any(g == METRICS[m].group for g, _ in table.groups if g) else LABELS[m]
+
+
+def _footer(table: Table) -> list[str]:
+    return [table.caption, *(f"{mark} {text}." for mark, text in table.footnotes), *table.notes]
+
+
+def to_markdown(table: Table) -> str:
+    def styled(text: str, rank: int) -> str:
+        return f"**{text}**" if rank == BEST else f"<u>{text}</u>" if rank == SECOND else text
+
+    header = _flat_header(table)
+    lines = [f"### {table.title}", "", "| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if i < len(table.lead) else "---:" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(styled(t, r) for t, r in row) + " |" for row in cells(table)]
+    return "\n".join([*lines, "", *(f"{line}  " for line in _footer(table)), ""])
+
+
+ANSI = {BEST: ("\033[1m", "\033[0m"), SECOND: ("\033[4m", "\033[0m")}
+
+
+def to_terminal(table: Table, width: int | None = None, styled: bool = False) -> str:
+    """Aligned columns; with `width`, the metrics split into blocks that fit it, each block under the
+    lead columns again (the verdict with the last); `styled`: best bold, second underlined (ANSI)."""
+    body = cells(table)
+    n_lead, n_metrics = len(table.lead), len(table.metrics)
+    header = _flat_header(table)
+    widths = [max(len(r[i][0]) for r in [[(h, 0) for h in header], *body]) for i in range(len(header))]
+    lead_width = sum(widths[:n_lead]) + 2 * n_lead
+    verdict = len(header) - 1
+    room = width - lead_width if width else None
+    blocks, block = [], []
+    for j in range(n_metrics):
+        cols = [n_lead + 3 * j + k for k in range(3)]
+        if block and room is not None and sum(widths[c] + 2 for c in block + cols) > room:
+            blocks.append(block)
+            block = []
+        block += cols
+    if room is not None and sum(widths[c] + 2 for c in [*block, verdict]) > room:
+        blocks.append(block)
+        block = []
+    blocks.append([*block, verdict])
+
+    def line(cols: list[int], texts: list[tuple[str, int]]) -> str:
+        parts = []
+        for i in cols:
+            text, rank = texts[i]
+            pad = text.ljust(widths[i]) if i < n_lead or i == len(header) - 1 else text.rjust(widths[i])
+            if styled and rank:
+                pad = pad.replace(text, ANSI[rank][0] + text + ANSI[rank][1])
+            parts.append(pad)
+        return "  ".join(parts).rstrip()
+
+    out = [table.title]
+    for cols in blocks:
+        cols = list(range(n_lead)) + cols
+        out += [line(cols, [(h, 0) for h in header]), *(line(cols, row) for row in body)]
+    return "\n".join([*out, *_footer(table)])
+
+
+_TEX_ESCAPES = {"&": r"\&", "%": r"\%", "#": r"\#", "_": r"\_", "^": r"\textasciicircum{}", "~": r"\textasciitilde{}",
+                "$": r"\$", "{": r"\{", "}": r"\}", "\\": r"\textbackslash{}", "✓": r"\checkmark{}",
+                "✗": r"$\times$", "×": r"$\times$", "–": "--", "—": "---", "Δ": r"$\Delta$", "−": "$-$",
+                "≤": r"$\leq$", "±": r"$\pm$", "≈": r"$\approx$", "≠": r"$\neq$", "○": r"$\circ$", "…": r"\ldots{}",
+                "»": r"$\gg$", "·": r"$\cdot$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "§": r"\S{}", "¶": r"\P{}",
+                "λ": r"$\lambda$", "’": "'", "“": "``", "”": "''", "³": r"$^{3}$", "²": r"$^{2}$"}
+
+
+def tex(text: str) -> str:
+    """Plain text -> LaTeX: a ^ before a word is a superscript (R^3-CNN -> R$^{3}$-CNN), every other
+    character escaped once; a character LaTeX has no escape for here becomes '?', so that every
+    generated file compiles with pdflatex."""
+    pieces = re.split(r"\^(\w+)", text)  # text, superscript, text, ...
+
+    def escape(ch: str) -> str:
+        return _TEX_ESCAPES.get(ch, ch if ch.isascii() else "?")
+
+    return "".join(f"$^{{{p}}}$" if i % 2 else "".join(map(escape, p)) for i, p in enumerate(pieces))
+
+
+def _tex_cell(text: str, rank: int) -> str:
+    body = tex(text)
+    return rf"\textbf{{{body}}}" if rank == BEST else rf"\underline{{{body}}}" if rank == SECOND else body
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs table in the paper's layout: the column groups, each metric over its three columns,
+    scaled to the line width (needs booktabs, amssymb and graphicx)."""
+    n_lead = len(table.lead)
+    cols = "l" * n_lead + "rrr" * len(table.metrics) + "l"
+    lines = ["% generated by sbrrepro; needs \\usepackage{booktabs,amssymb,graphicx}", r"\begin{table}[t]",
+             r"\centering", rf"\caption{{{tex(table.title)}}}", r"\resizebox{\linewidth}{!}{%",
+             rf"\begin{{tabular}}{{{cols}}}", r"\toprule"]
+    if any(g for g, _ in table.groups):
+        spans, rules, at = [], [], n_lead + 1
+        for group, metrics in table.groups:
+            span = 3 * len(metrics)
+            spans.append(rf"\multicolumn{{{span}}}{{c}}{{{tex(group)}}}" if group else " & " * (span - 1))
+            if group:
+                rules.append(rf"\cmidrule(lr){{{at}-{at + span - 1}}}")
+            at += span
+        lines += [" & " * n_lead + " & ".join(spans) + r" & \\", *rules]
+    heads = [rf"\multicolumn{{3}}{{c}}{{{tex(_label(table, m))}}}" for m in table.metrics]
+    lines.append(" & ".join(tex(c) for c in table.lead) + " & " + " & ".join(heads) + r" & \\")
+    lines += [rf"\cmidrule(lr){{{n_lead + 3 * i + 1}-{n_lead + 3 * i + 3}}}" for i in range(len(table.metrics))]
+    subs = " & ".join([tex(table.reference), "Ours", r"$\Delta$"] * len(table.metrics))
+    lines += [" & " * n_lead + subs + r" & Verdict \\", r"\midrule"]
+    lines += [" & ".join(_tex_cell(t, r) for t, r in row) + r" \\" for row in cells(table)]
+    lines += [r"\bottomrule", r"\end{tabular}}", r"\par\smallskip\footnotesize",
+              *(tex(line) + r"\par" for line in _footer(table)), r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def to_html(table: Table) -> str:
+    """A <table> with the paper's column groups as header rows; best <b>, second <u>; each verdict a
+    symbol and a word (its class only adds colour)."""
+    e = html.escape
+    grouped = any(g for g, _ in table.groups)
+    head = []
+    if grouped:
+        head.append("<tr>" + f'<th colspan="{len(table.lead)}"></th>' + "".join(
+            f'<th colspan="{3 * len(ms)}" class="group">{e(g or "")}</th>' for g, ms in table.groups)
+            + "<th></th></tr>")
+    head.append("<tr>" + "".join(f'<th rowspan="2">{e(c)}</th>' for c in table.lead) + "".join(
+        f'<th colspan="3">{e(_label(table, m))}</th>'
+        for m in table.metrics) + '<th rowspan="2">Verdict</th></tr>')
+    head.append("<tr>" + "".join(f"<th>{e(table.reference)}</th><th>Ours</th><th>Δ</th>" for _ in table.metrics)
+                + "</tr>")
+    body = []
+    for row, texts in zip(table.rows, cells(table)):
+        tds = []
+        for i, (text, rank) in enumerate(texts):
+            inner = f"<b>{e(text)}</b>" if rank == BEST else f"<u>{e(text)}</u>" if rank == SECOND else e(text)
+            kind = "lead" if i < len(table.lead) else "verdict" if i == len(texts) - 1 else "num"
+            tds.append(f'<td class="{kind}">{inner}</td>')
+        verdict_class = "v-" + row.verdict.word.split(",")[0].replace(" ", "-")
+        body.append(f'<tr class="{verdict_class}">' + "".join(tds) + "</tr>")
+    footer = "".join(f"<p>{e(line)}</p>" for line in _footer(table))
+    return (f'<table class="results"><caption>{e(table.title)}</caption><thead>{"".join(head)}</thead>'
+            f'<tbody>{"".join(body)}</tbody></table><div class="caption">{footer}</div>')
