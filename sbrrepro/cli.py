@@ -1,5 +1,5 @@
 """The `sbrrepro` command: run, status, cancel, collect, report, repair, check-data, import-stats, local-server,
-params, speed, plot-iou, plot-anchors.
+params, speed, plot-iou, plot-curves, plot-anchors.
 
 Data flows plan -> configs -> jobs -> results -> report; each command parses its arguments, calls
 its stage and prints. Bad input ends with one line on stderr and exit status 2.
@@ -374,6 +374,21 @@ def cmd_plot_anchors(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot_curves(args: argparse.Namespace) -> int:
+    from .collect import one_per_row
+    from .figures import training_curves
+    from .study import Study
+
+    study = Study.open(Path(args.study))
+    rows = study.select_rows(args.rows) if args.rows else study.rows()
+    trained = _trained(rows)  # not the rows only counted
+    rows = [(p, rc) for p, rc in rows if rc in trained]
+    out = Path(args.out) if args.out else study.paths.root / "figures" / "training-curves"
+    for path in training_curves.draw(study.paths, one_per_row(rows), out):
+        print(f"figure: {path}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sbrrepro", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -471,6 +486,13 @@ def parser() -> argparse.ArgumentParser:
                       help="every proposal at the assigner, negatives included (the authors' histograms), or the "
                       "positive RoIs that train the heads (default: %(default)s)")
     plot.set_defaults(func=cmd_plot_iou)
+
+    curves = sub.add_parser("plot-curves", help="training loss and validation AP per epoch of any rows")
+    study_arg(curves)
+    curves.add_argument("--rows", nargs="+", help="rows to draw, as N, PLAN:N or PLAN:N@SEED (default: every "
+                        "trained row of the study; a row of several seeds: its first)")
+    curves.add_argument("--out", help="output path without extension (default: STUDY/figures/training-curves)")
+    curves.set_defaults(func=cmd_plot_curves)
 
     anchors = sub.add_parser("plot-anchors", help="Fig. 1: % of ground-truth boxes with no anchor above an IoU")
     anchors.add_argument("plan", nargs="?", default="plans/sbr-cnn/fig1.yaml", help="default: %(default)s")

@@ -108,7 +108,9 @@ def differences(study: Study, row: Row, runs: list[Run]) -> tuple[str, ...]:
     if not done:
         return ()
     length = (row.recipe["iters"], "iter") if row.recipe["iters"] else (row.recipe["epochs"], "epoch")
-    found = {"batch": any(r.provenance and r.provenance["lr_scaled"] for r in done),
+    gpus = row.recipe["nodes"] * row.recipe["gpus_per_node"]
+    found = {"batch": any(r.provenance and (r.provenance["lr_scaled"] or r.provenance["processes"] != gpus)
+                          for r in done),
              "schedule": any(r.trained != length for r in done),
              "dataset": other_data(study), "smoke": study.scale == "smoke"}
     return tuple(k for k, v in found.items() if v)

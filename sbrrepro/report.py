@@ -143,7 +143,7 @@ def page(study: Study, collected: Collected, paper: str) -> Page:
         if plan.figure:
             png = study.paths.figure(name).with_suffix(".png")
             if png.exists():
-                pictures.append((f"{plan.paper} {plan.table}: {plan.title}", png))
+                pictures.append((f"{plan.paper} {name.split('/')[1]}: {plan.title}", png))
             continue
         if plan.metrics:
             tables.append((name, table_of(plan, rows, study.scale), rows))
@@ -152,7 +152,7 @@ def page(study: Study, collected: Collected, paper: str) -> Page:
             out = study.paths.site / f"{name.replace('/', '-')}-curves"
             png = next(p for p in figures.kind("training_curves").draw(study.paths, one_per_row(drawn), out)
                        if p.suffix == ".png")
-            pictures.append((f"{plan.paper} {plan.table}: training loss and validation AP per epoch", png))
+            pictures.append((f"{plan.paper} {name.split('/')[1]}: training loss and validation AP per epoch", png))
         except UserError:  # nothing trained yet
             pass
         base = _baseline(rows)

@@ -31,7 +31,8 @@ _MIGRATIONS = {
         "CREATE TABLE rows (plan TEXT NOT NULL, row INTEGER NOT NULL, plan_path TEXT NOT NULL, model TEXT NOT NULL, "
         "label TEXT NOT NULL, config TEXT NOT NULL, key TEXT NOT NULL, train_config TEXT NOT NULL, "
         "train_key TEXT NOT NULL, seed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (plan, row, seed))",
-        "INSERT INTO rows SELECT *, 0 FROM rows_v2",
+        "INSERT INTO rows (plan, row, plan_path, model, label, config, key, train_config, train_key) "
+        "SELECT plan, row, plan_path, model, label, config, key, train_config, train_key FROM rows_v2",
         "DROP TABLE rows_v2"],
 }
 _SCHEMA = """

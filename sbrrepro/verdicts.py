@@ -32,8 +32,8 @@ VERDICTS = (REPRODUCED, NOT_REPRODUCED, OTHER_SETUP, NOT_RUN, RUNNING, FAILED, C
 
 # How a run's setup may differ from the paper's: the footnote mark and its text.
 FOOTNOTES = {
-    "batch": ("†", "trained with another total batch than the paper's (other GPU count or images per GPU), "
-                   "lr scaled linearly"),
+    "batch": ("†", "trained on another number of GPUs or with another total batch than the paper's (the lr "
+                   "scaled linearly with the batch)"),
     "schedule": ("‡", "trained for another number of epochs than the paper's schedule (lr steps scaled alike)"),
     "dataset": ("§", "trained and evaluated on another dataset than the paper's"),
     "smoke": ("¶", "smoke scale: sbrrepro's small synthetic dataset and a ResNet-18, so ours is not comparable "
@@ -50,7 +50,7 @@ class Judged:
 
     kind: str  # "trained", "counted" (numbers counted on the model, no training), "cited" or "derived"
     states: tuple[str, ...]  # each seed's state (a derived line: those of the rows it is computed from)
-    judgement: str  # verify.compare's: MATCH, MISMATCH or MISSING
+    judgement: str  # verify.compare's: MATCH, MISMATCH, MISSING or UNJUDGED
     published: bool  # the plan has published numbers (not a study of your own)
     differences: tuple[str, ...] = ()  # FOOTNOTES keys
     scale_free: bool = False  # counted on the paper-scale model: comparable at any scale and on any data

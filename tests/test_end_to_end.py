@@ -209,6 +209,9 @@ def test_report_pages_compile_and_render_in_a_real_browser(study, cli, tmp_path)
     assert "| 1 | Mask | 1 | 1 |" in markdown and "## Setup (ours / the paper's)" in markdown
     assert "../../figures/sbr-cnn-fig3.png" in markdown
 
+    curves = cli("plot-curves", "--study", str(root), "--rows", "sbr-cnn/table3:3", "--out", str(tmp_path / "c"))
+    assert curves.returncode == 0 and (tmp_path / "c.png").stat().st_size > 1000, curves.stderr[-2000:]
+
     latex = compile_latex(sorted((root / "report").glob("*.tex")), tmp_path / "latex")
     assert latex.returncode == 0, latex.stdout[-4000:]
 

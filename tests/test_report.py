@@ -127,8 +127,11 @@ def _finish(study: Study, key: str, bbox: float, segm: float, lr_scaled: bool = 
     log.parent.mkdir(parents=True)
     log.write_text(json.dumps({"loss": 1.0, "epoch": epochs, "iter": 1, "step": 1}) + "\n" +
                    json.dumps({"coco/bbox_mAP": bbox, "coco/segm_mAP": segm, "step": epochs}) + "\n")
-    run.provenance.write_text(json.dumps({"lr_scaled": lr_scaled, "started": time.time() - 3600, "processes": 8,
-                                          "seed": 0}))
+    run.provenance.write_text(json.dumps({
+        "lr_scaled": lr_scaled, "started": time.time() - 3600, "processes": 8, "gpus": 8, "device": "Tesla V100",
+        "batch": 32 if lr_scaled else 16, "lr_effective": 0.04 if lr_scaled else 0.02, "seed": 0,
+        "versions": {"mmdet": "3.3.0", "mmcv": "2.1.0", "mmengine": "0.10.7", "torch": "2.13.0"},
+        "sbrrepro_commit": "abc1234"}))
     run.done.write_text(json.dumps({"epochs": epochs, "finished": time.time()}))
 
 
@@ -202,7 +205,8 @@ def test_every_rendered_cell_of_the_crafted_table(crafted):
     assert md["8"] == ["8", "Improvement", "0.2", "1.2", "+1.0", "-0.3", "-0.3", "+0.0", "✗ not reproduced"]
     assert table.ranks[(5, "bbox_AP")] == BEST and table.ranks[(6, "bbox_AP")] == SECOND
     text = to_markdown(table)
-    assert "† trained with another total batch" in text and "‡ trained for another number of epochs" in text
+    assert "† trained on another number of GPUs or with another total batch" in text
+    assert "‡ trained for another number of epochs" in text
     assert "Row 5: cited (Other et al. 2020)" in text and "Row 8: row 1 − row 2" in text
 
     html = to_html(table)
@@ -238,11 +242,25 @@ def test_paper_column_groups_in_latex_and_html(crafted):
     plan = load_plan(REPO / "plans" / "sbr-cnn" / "table11.yaml")
     table = table_of(plan, [], "full")
     assert [(g, len(ms)) for g, ms in table.groups] == [("Bounding box", 6), ("Mask", 6)]
-    latex = to_latex(table)
-    assert r"\multicolumn{18}{c}{Bounding box} & \multicolumn{18}{c}{Mask}" in latex
-    assert r"\multicolumn{3}{c}{AP50}" in latex and latex.count(r"\cmidrule") == 2 + 12
+    latex = to_latex(table)  # twelve metrics: each row on two lines, the paper's then ours (Δ)
+    assert r"\multicolumn{6}{c}{Bounding box} & \multicolumn{6}{c}{Mask}" in latex
+    assert r"\multicolumn{1}{c}{AP50}" in latex and latex.count(r"\cmidrule") == 2
     html = to_html(table)
     assert '<th colspan="18" class="group">Bounding box</th>' in html and '<th colspan="3">APs</th>' in html
+
+
+def test_a_wide_table_stacks_the_papers_numbers_over_ours_in_latex():
+    from sbrrepro.table import Table, TableRow
+    from sbrrepro.verify import Cell
+
+    metrics = ["bbox_AP", "bbox_AP50", "bbox_AP75", "bbox_APs", "bbox_APm", "bbox_APl", "segm_AP"]
+    row = TableRow(["1", "Mask"], {m: Cell(40.0, 40.2 + i, None) for i, m in enumerate(metrics)}, REPRODUCED)
+    other = TableRow(["2", "HTC"], {m: Cell(41.0, None) for m in metrics}, NOT_RUN)
+    latex = to_latex(Table("t", "c", ["#", "method"], metrics, [row, other]))
+    assert r"1 & Mask & Paper & 40.0 & 40.0 & 40.0 & 40.0 & 40.0 & 40.0 & 40.0 &  \\" in latex
+    assert (r" &  & Ours & 40.2 (+0.2) & 41.2 (+1.2) & 42.2 (+2.2) & 43.2 (+3.2) & 44.2 (+4.2) & 45.2 (+5.2) & "
+            r"46.2 (+6.2) & \checkmark{} reproduced \\[2pt]") in latex, "one value per column: nothing to rank"
+    assert r" &  & Ours & -- & -- & -- & -- & -- & -- & -- & $\circ$ not run \\[2pt]" in latex
 
 
 def test_results_export_one_line_per_row_and_seed(crafted):
@@ -321,3 +339,34 @@ def test_progress_names_the_epoch_each_running_training_reached(tmp_path):
               for n, s in ((1, "done"), (2, "running"), (3, "pending"), (4, "failed"))]
     assert summary(states, {"k2": "epoch 3/12"}) == "rows done: 1 of 4 · failed: 1 · pending: 1 · running: 1 · " \
                                                    "row 2 epoch 3/12"
+
+
+def test_the_report_page_of_crafted_results_with_a_real_failed_job(crafted, cli):
+    """Row 3 really fails (its COCO is missing): the page shows its log's end, beside the summary,
+    the setups, the config changes against the baseline row and the cited row."""
+    from conftest import settle
+
+    from sbrrepro.executors import FAILED as JOB_FAILED
+    from sbrrepro.executors import LocalExecutor
+
+    _, study, _ = crafted
+    (rc,) = [rc for _, rc in study.rows() if rc.row == 3]
+    executor = LocalExecutor()
+    (submitted,) = jobs.submit(study, [rc], executor)
+    sub = study.submissions()[submitted]
+    assert settle(executor, sub.job_id, sub.folder, timeout=300) == JOB_FAILED
+    result = cli("report", "--study", str(study.root))
+    assert result.returncode == 0, result.stderr[-3000:]
+    page = (study.root / "report" / "site" / "crafted.html").read_text()
+    md = (study.root / "report" / "site" / "crafted.md").read_text()
+    for text in (page, md):
+        assert "Rows reproduced: 1 of 5 run (5 judged against the paper; 8 rows in all; full scale on coco2017)" in text
+        assert "reproduced: 1, not reproduced: 2, within tolerance, other setup: 2, not run: 1, failed: 1, cited: 1" \
+            in text
+        assert "crafted/table1 row 3: R2 (seed 0)" in text and "FileNotFoundError" in text  # the log's end
+        assert "Other et al. 2020" in text
+        assert "3 (0, 1, 2) / 1" in text and "8 (Tesla V100, 8 processes) / 8" in text and "0.04 / 0.02" in text
+        assert "mmdet 3.3.0, mmcv 2.1.0" in text and "abc1234" in text
+    assert "<details><summary>crafted/table1 row 2: Naive against row 1: " in page
+    assert "- **crafted/table1 row 2: Naive** against row 1: \n  - `model.backbone.plugins.0.cfg.type`: (absent) → " \
+           "\"ContextBlock\"" in md

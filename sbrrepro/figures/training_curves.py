@@ -50,7 +50,7 @@ def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path) -> lis
         ax.set_xlim(0.5, last + 0.5)  # whole epochs, a one-epoch run included
         ax.set_xlabel("epoch")
         ax.set_title(title, fontsize=9)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.grid(alpha=0.3)
     loss_ax.legend(fontsize=8)
     handles, labels = ap_ax.get_legend_handles_labels()
