@@ -26,6 +26,7 @@ from .errors import UserError
 from .files import atomic_write
 from .render import to_html, to_markdown
 from .study import Study
+from .table import Table
 from .verdicts import FAILED, NOT_REPRODUCED, OTHER_SETUP, REPRODUCED, RUNNING, VERDICTS
 from .zoo import MODELS
 
@@ -98,7 +99,7 @@ class Page:
 
     paper: str
     summary: dict[str, Any]
-    tables: list[tuple[str, Any, list[RowResult]]]  # (plan name, Table, its rows)
+    tables: list[tuple[str, Table]]  # (plan name, its table)
     figures: list[tuple[str, Path]]  # (caption, PNG)
     setups: list[tuple[str, dict[str, str]]]  # ("plan row N: label", setup)
     changes: list[tuple[str, str, list[tuple[str, Any, Any]]]]  # (row, against which row, diff)
@@ -146,7 +147,7 @@ def page(study: Study, collected: Collected, paper: str) -> Page:
                 pictures.append((f"{plan.paper} {name.split('/')[1]}: {plan.title}", png))
             continue
         if plan.metrics:
-            tables.append((name, table_of(plan, rows, study.scale), rows))
+            tables.append((name, table_of(plan, rows, study.scale)))
         drawn = [(p, rc) for p, rc in registered if rc.plan == name and MODELS[rc.model].trains]
         try:
             out = study.paths.site / f"{name.replace('/', '-')}-curves"
@@ -188,7 +189,7 @@ def _value(v: Any) -> str:
 
 def to_markdown_page(p: Page, relative_to: Path) -> str:
     out = [f"# {p.paper}: reproduction report", "", *(f"- {line}" for line in _summary_lines(p.summary)), ""]
-    for _, table, _ in p.tables:
+    for _, table in p.tables:
         out += [to_markdown(table), ""]
     if p.figures:
         out += ["## Figures", ""]
@@ -243,7 +244,7 @@ def to_html_page(p: Page) -> str:
            f"<style>{_STYLE}</style></head><body><h1>{e(p.paper)}: reproduction report</h1>",
            '<ul class="summary">' + "".join(f"<li>{e(line)}</li>" for line in _summary_lines(p.summary)) + "</ul>"]
     out += [f'<section class="table" id="{e(name)}"><div class="scroll">{to_html(table)}</div></section>'
-            for name, table, _ in p.tables]
+            for name, table in p.tables]
     if p.figures:
         out.append("<h2>Figures</h2>")
         out += [f'<figure>{_img(png)}<figcaption>{e(caption)}</figcaption></figure>' for caption, png in p.figures]
