@@ -178,28 +178,43 @@ def to_latex(table: Table) -> str:
 
 def to_html(table: Table) -> str:
     """A <table> with the paper's column groups as header rows; best <b>, second <u>; each verdict a
-    symbol and a word (its class only adds colour)."""
+    symbol and a word (its class only adds colour). More than WIDE metrics: each row on two lines,
+    the paper's numbers then ours (Δ), as in LaTeX, so that the table fits a page."""
     e = html.escape
-    grouped = any(g for g, _ in table.groups)
+    n_lead, stacked = len(table.lead), len(table.metrics) > WIDE
+    per = 1 if stacked else 3
+
+    def cell(text: str, rank: int, kind: str, extra: str = "", after: str = "") -> str:
+        inner = f"<b>{e(text)}</b>" if rank == BEST else f"<u>{e(text)}</u>" if rank == SECOND else e(text)
+        return f'<td class="{kind}"{extra}>{inner}{e(after)}</td>'
+
     head = []
-    if grouped:
-        head.append("<tr>" + f'<th colspan="{len(table.lead)}"></th>' + "".join(
-            f'<th colspan="{3 * len(ms)}" class="group">{e(g or "")}</th>' for g, ms in table.groups)
+    if any(g for g, _ in table.groups):
+        head.append("<tr>" + f'<th colspan="{n_lead + stacked}"></th>' + "".join(
+            f'<th colspan="{per * len(ms)}" class="group">{e(g or "")}</th>' for g, ms in table.groups)
             + "<th></th></tr>")
-    head.append("<tr>" + "".join(f'<th rowspan="2">{e(c)}</th>' for c in table.lead) + "".join(
-        f'<th colspan="3">{e(_label(table, m))}</th>'
-        for m in table.metrics) + '<th rowspan="2">Verdict</th></tr>')
-    head.append("<tr>" + "".join(f"<th>{e(table.reference)}</th><th>Ours</th><th>Δ</th>" for _ in table.metrics)
-                + "</tr>")
+    span = "" if stacked else ' rowspan="2"'
+    head.append("<tr>" + "".join(f"<th{span}>{e(c)}</th>" for c in table.lead) + ("<th></th>" if stacked else "")
+                + "".join(f'<th colspan="{per}">{e(_label(table, m))}</th>' for m in table.metrics)
+                + f"<th{span}>Verdict</th></tr>")
+    if not stacked:
+        head.append("<tr>" + f"<th>{e(table.reference)}</th><th>Ours</th><th>Δ</th>" * len(table.metrics) + "</tr>")
     body = []
     for row, texts in zip(table.rows, cells(table)):
-        tds = []
-        for i, (text, rank) in enumerate(texts):
-            inner = f"<b>{e(text)}</b>" if rank == BEST else f"<u>{e(text)}</u>" if rank == SECOND else e(text)
-            kind = "lead" if i < len(table.lead) else "verdict" if i == len(texts) - 1 else "num"
-            tds.append(f'<td class="{kind}">{inner}</td>')
         verdict_class = "v-" + row.verdict.word.split(",")[0].replace(" ", "-")
-        body.append(f'<tr class="{verdict_class}">' + "".join(tds) + "</tr>")
+        if not stacked:
+            tds = [cell(text, rank, "lead" if i < n_lead else "verdict" if i == len(texts) - 1 else "num")
+                   for i, (text, rank) in enumerate(texts)]
+            body.append(f'<tr class="{verdict_class}">' + "".join(tds) + "</tr>")
+            continue
+        triples = [texts[n_lead + 3 * i: n_lead + 3 * i + 3] for i in range(len(table.metrics))]
+        first = ([cell(text, rank, "lead", ' rowspan="2"') for text, rank in texts[:n_lead]]
+                 + [cell(table.reference, 0, "lead")] + [cell(p[0], 0, "num") for p, _, _ in triples]
+                 + [cell(*texts[-1], "verdict", ' rowspan="2"')])
+        second = [cell("Ours", 0, "lead")] + [
+            cell(*o, "num", after=f" ({d[0]})" if d[0] != "–" else "") for _, o, d in triples]
+        body += [f'<tr class="{verdict_class}">' + "".join(first) + "</tr>",
+                 f'<tr class="{verdict_class} ours">' + "".join(second) + "</tr>"]
     footer = "".join(f"<p>{e(line)}</p>" for line in _footer(table))
     return (f'<table class="results"><caption>{e(table.title)}</caption><thead>{"".join(head)}</thead>'
             f'<tbody>{"".join(body)}</tbody></table><div class="caption">{footer}</div>')
