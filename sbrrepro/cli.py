@@ -246,7 +246,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         print(json.dumps(done.rows, indent=1))
         return 0
     tty = sys.stdout.isatty()
-    for table in done.tables:
+    for table in done.tables.values():
         print(to_terminal(table, shutil.get_terminal_size().columns if tty else None, styled=tty), end="\n\n")
     _print_collected(study, done)
     return 0

@@ -17,6 +17,7 @@ from . import figures, jobs
 from .configs import RowConfig
 from .costs import measured
 from .errors import UserError
+from .export import write_rows
 from .files import atomic_write
 from .metrics import PARAM_UNITS, VOCABULARY, from_coco, from_params
 from .params import Counts, param_metrics
@@ -185,7 +186,7 @@ class Collected:
     results: Path
     reports: list[Path]
     rows: list[dict[str, Any]]
-    tables: list[Table]
+    tables: dict[str, Table]  # plan name -> its table (table plans only)
     figures: list[Path]
     not_drawn: dict[str, str]  # figure plan -> why its figure could not be drawn yet
     by_plan: dict[str, list[RowResult]] = field(default_factory=dict)  # plan name -> its rows' results
@@ -198,8 +199,6 @@ def one_per_row(rows: list[tuple[str, RowConfig]]) -> list[tuple[str, RowConfig]
 
 
 def collect(study: Study) -> Collected:
-    from .export import write_rows
-
     registered = study.rows()
     plans: dict[str, Plan] = {}
     for plan_path, _ in registered:
@@ -222,7 +221,7 @@ def collect(study: Study) -> Collected:
     atomic_write(study.paths.costs, json.dumps(costs, indent=1))
     atomic_write(study.paths.results, json.dumps({"scale": study.scale, "rows": rows}, indent=1))
     write_rows([r for results in by_plan.values() for r in results], study.paths)
-    reports, tables, drawn, not_drawn = [], [], [], {}
+    reports, tables, drawn, not_drawn = [], {}, [], {}
     for plan_path, plan in plans.items():
         if plan.figure:
             try:
@@ -237,7 +236,7 @@ def collect(study: Study) -> Collected:
             path = study.paths.report(plan.name, suffix)
             atomic_write(path, render(table))
             reports.append(path)
-        tables.append(table)
+        tables[plan.name] = table
     return Collected(study.paths.results, reports, rows, tables, drawn, not_drawn,
                      {plans[p].name: r for p, r in by_plan.items()}, {p.name: p for p in plans.values()})
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import figures
-from .collect import Collected, RowResult, one_per_row, table_of
+from .collect import Collected, RowResult, one_per_row
 from .costs import estimate
 from .errors import UserError
 from .files import atomic_write
@@ -146,8 +146,8 @@ def page(study: Study, collected: Collected, paper: str) -> Page:
             if png.exists():
                 pictures.append((f"{plan.paper} {name.split('/')[1]}: {plan.title}", png))
             continue
-        if plan.metrics:
-            tables.append((name, table_of(plan, rows, study.scale)))
+        if name in collected.tables:
+            tables.append((name, collected.tables[name]))
         drawn = [(p, rc) for p, rc in registered if rc.plan == name and MODELS[rc.model].trains]
         try:
             out = study.paths.site / f"{name.replace('/', '-')}-curves"
