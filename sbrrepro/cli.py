@@ -177,10 +177,10 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     from .datacheck import Split, check
     from .dataset import ensure_dataset
     from .prepare import data_cache, scale_of
-    from .profiles import BUILT_IN
+    from .profiles import built_in
 
-    smoke = args.dataset == "shapes"
-    scale = scale_of(Path(args.study), smoke, None, args.data_root, None if args.dataset in BUILT_IN else args.dataset)
+    smoke = args.dataset == built_in(smoke=True)
+    scale = scale_of(Path(args.study), smoke, None, args.data_root, args.dataset)
     if smoke:
         ensure_dataset(scale.data_root.parent)
     roles = ("train", "val")

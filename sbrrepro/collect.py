@@ -157,8 +157,7 @@ def plan_results(study: Study, plan: Plan, configs: dict[int, list[RowConfig]],
         if plan.baseline is not None:  # your own study: every row against its baseline row
             published = {m: str(v) for m, v in _mean(made[plan.baseline][2]).items()}
         cells, judgement = compare(per_seed, published, plan.metrics, plan.tolerance)
-        judged = Judged(kind, states, judgement, plan.baseline is None and any(plan.published.values()), marks,
-                        counted_only(plan))
+        judged = Judged(kind, states, judgement, plan.has_published, marks, counted_only(plan))
         lead = [str(row.number), *(plan.published[row.number][k] for k in plan_lead(plan))]
         if not plan_lead(plan):  # no published table: the rows' own labels
             lead.append(row.label)
@@ -256,7 +255,7 @@ def counted_only(plan: Plan) -> bool:
 def caption(plan: Plan, scale: str) -> str:
     if plan.baseline is not None:
         text = f"Ours: computed by sbrrepro; Row {plan.baseline}: the baseline row's; Δ = Ours − Row {plan.baseline}."
-    elif not any(plan.published.values()):
+    elif not plan.has_published:
         text = "Ours: computed by sbrrepro (nothing published to compare with)."
     else:
         text = (f"Paper: as published; Ours: computed by sbrrepro (mean ± std where a row ran several seeds); "

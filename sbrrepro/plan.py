@@ -167,6 +167,11 @@ class Plan:
         return next(r for r in self.rows if r.number == number)
 
     @property
+    def has_published(self) -> bool:
+        """Whether the paper published numbers for this table (a study of your own has none)."""
+        return any(self.published.values())
+
+    @property
     def model_rows(self) -> list[Row]:
         """The rows that name a model (not those cited or derived)."""
         return [r for r in self.rows if r.model is not None]
@@ -307,14 +312,15 @@ def _row(r: dict[str, Any], recipe: dict[str, Any], label: str, seeds: list[int]
     if own_schedule and r["recipe"]:
         raise UserError(where, prefix + "recipe", "a `base` config in a plan without a recipe trains on its own "
                         "schedule: give the plan a recipe to change it")
+    built = spec.build(finished) if own_schedule or r["cfg"] else None  # once, for the checks that read it
     if own_schedule:
-        recipe = _base_recipe(spec.build(finished), where, prefix + "base")
+        recipe = _base_recipe(built, where, prefix + "base")
     row_recipe = _recipe({**recipe, **r["recipe"]}, where, prefix + "recipe.")
-    if (built := spec.backbone(finished)) not in (None, row_recipe["backbone"]):
+    if (backbone := spec.backbone(finished)) not in (None, row_recipe["backbone"]):
         raise UserError(where, prefix + "recipe.backbone", f"the recipe says {row_recipe['backbone']}, but "
-                        f"{r['model']} with these options builds {built}")
+                        f"{r['model']} with these options builds {backbone}")
     if r["cfg"]:
-        _check_overrides(spec.build(finished), r["cfg"], where, prefix + "cfg.")
+        _check_overrides(built, r["cfg"], where, prefix + "cfg.")
     return Row(r["row"], r["model"], label, finished, row_recipe, r["note"], overrides=dict(r["cfg"]),
                own_schedule=own_schedule,
                seeds=tuple(r["seeds"] or seeds or [row_recipe["seed"]]) if spec.trains else (row_recipe["seed"],))

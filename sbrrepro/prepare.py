@@ -18,7 +18,7 @@ from .dataset import SyntheticSpec, ensure_dataset
 from .errors import UserError
 from .layout import StudyPaths
 from .plan import Plan, Row, load_plans
-from .profiles import BUILT_IN, load_profile
+from .profiles import BUILT_IN, built_in, load_profile
 from .study import Study
 from .zoo import MODELS
 
@@ -40,7 +40,7 @@ def scale_of(study_root: Path, smoke: bool, epochs: int | None, data_root: str |
              dataset: str | None = None) -> Scale:
     """The study's scale on its data: COCO (full) or the embedded dataset (smoke) unless `dataset`
     names another (a profile file: both scales on its data)."""
-    default = "shapes" if smoke else "coco2017"
+    default = built_in(smoke)
     if dataset not in (None, default) and dataset in BUILT_IN:
         raise UserError("command line", "--dataset", f"{dataset} is for {'full' if smoke else 'smoke'} scale; at "
                         f"this scale the built-in dataset is {default}, or give a profile file")
@@ -57,7 +57,7 @@ def dataset_name(scale: Scale) -> str:
     """The name a study records of its data: a profile's, or the built-in dataset's."""
     if scale.profile is not None:
         return scale.profile.name
-    return "shapes" if scale.name == "smoke" else "coco2017"
+    return built_in(scale.name == "smoke")
 
 
 def data_cache() -> Path:

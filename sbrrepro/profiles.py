@@ -27,6 +27,11 @@ from .errors import UserError
 from .schema import Field, validate
 
 BUILT_IN = ("coco2017", "shapes")
+
+
+def built_in(smoke: bool) -> str:
+    """The built-in dataset of a scale: COCO at full scale, the embedded one at smoke scale."""
+    return "shapes" if smoke else "coco2017"
 ROLES = ("train", "val", "test")
 
 

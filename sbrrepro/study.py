@@ -19,6 +19,7 @@ from .configs import RowConfig
 from .errors import UserError
 from .files import atomic_write
 from .layout import StudyPaths
+from .profiles import built_in
 
 SCHEMA_VERSION = 3  # PRAGMA user_version of state.sqlite; raise it when _SCHEMA changes, with a migration
 # What brings a store of schema N to N + 1, so that a study keeps its jobs across sbrrepro updates.
@@ -80,7 +81,7 @@ class Study:
         self.root = root
         self.scale = scale
         # what it trains and evaluates on: a dataset profile's name, or the scale's built-in dataset
-        self.dataset = dataset or ("shapes" if scale == "smoke" else "coco2017")
+        self.dataset = dataset or built_in(scale == "smoke")
         self.paths = StudyPaths(root)
 
     @classmethod
