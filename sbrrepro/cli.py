@@ -23,6 +23,20 @@ DATASET_HELP = ("a dataset profile (YAML: train/val annotation files and image f
                 "instead of COCO (full scale) or the embedded dataset (--smoke)")
 
 
+def _plans(given: list[str]) -> list[str]:
+    """The plan files named on the command line, a flat `plans/tableN.yaml` being the main paper's;
+    a line on stderr says so (stdout may be JSON)."""
+    from .plan import MAIN_PAPER, locate
+
+    out = []
+    for name in given:
+        found = locate(name)
+        if str(found) != name:
+            print(f"sbrrepro: {name} is the main paper's plan, {found} ({MAIN_PAPER})", file=sys.stderr)
+        out.append(str(found))
+    return out
+
+
 def _unrun_state(plan, row) -> dict:
     """A cited or derived row, as `status` and the dry run show it."""
     if row.cited is not None:
@@ -87,24 +101,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .costs import summarize
     from .executors import load_profile, make_executor
     from .prepare import prepare
+    from .study import select
     from .zoo import COST_BASIS
 
     executor = make_executor(load_profile(args.cluster))
-    prepared = prepare(args.plans, Path(args.study), args.smoke, args.epochs, args.data_root, args.dry_run,
-                       args.dataset, args.seeds)
+    prepared = prepare(_plans(args.plans), Path(args.study), args.smoke, args.epochs, args.data_root, args.dry_run,
+                       args.dataset, args.seeds, args.rows)
     study, trained = prepared.study, prepared.trained
+    shown = prepared.plans  # whose rows without jobs (counted, cited, derived) are told apart
+    if args.rows:  # every row is registered; only these are submitted (with the trainings they need)
+        chosen = set(select([rc for _, rc in trained], args.rows, "command line"))
+        trained, shown = [(row, rc) for row, rc in trained if rc in chosen], []
     rows = [rc for _, rc in trained]
     if args.dry_run:
         todo = jobs.would_submit(study, rows, args.retry_failed)
-        _print_states(jobs.states(study, rows), args.json, todo, prepared.plans)
+        _print_states(jobs.states(study, rows), args.json, todo, shown)
         if not args.json:
             s = summarize(trained, study.paths, study.scale)
             print(f"dry run: {s.rows} row(s), {s.trainings} unique training(s), {s.evaluations} "
                   f"evaluation-only job(s); would submit {len(todo)} job(s); nothing submitted")
-            if counted := len(prepared.rows) - len(trained):
+            if shown and (counted := len(prepared.rows) - len(trained)):
                 print(f"{counted} row(s) need no job: their numbers are counted or computed "
                       "(`sbrrepro params`, `sbrrepro collect`)")
-            unrun = [row for plan in prepared.plans for row in plan.unrun_rows]
+            unrun = [row for plan in shown for row in plan.unrun_rows]
             if unrun:
                 cited = sum(row.cited is not None for row in unrun)
                 print(f"{cited} cited row(s) (another paper's published numbers, no verdict) and "
@@ -166,8 +185,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .study import Study
 
     study = Study.open(Path(args.study))
-    registered = study.rows()
-    plans = [load_plan(p) for p in dict.fromkeys(p for p, _ in registered)]
+    registered = study.select_rows(args.rows) if args.rows else study.rows()
+    # the cited and derived lines run nothing and are not rows of the store: shown with whole plans only
+    plans = [] if args.rows else [load_plan(p) for p in dict.fromkeys(p for p, _ in registered)]
     states = jobs.states(study, _trained(registered))
     _print_states(states, args.json, plans=plans, epochs=None if args.json else _epochs(study, states))
     return 0
@@ -308,7 +328,7 @@ def cmd_params(args: argparse.Namespace) -> int:
     from .params import Counts, count_plan
     from .plan import load_plans
 
-    plans = load_plans(args.plans)
+    plans = load_plans(_plans(args.plans))
     counts = Counts()  # plans share models: each counted once
     counted = {plan.name: count_plan(plan, counts) for plan in plans}
     if args.json:
@@ -333,7 +353,8 @@ def cmd_speed(args: argparse.Namespace) -> int:
 
     if args.images < 1:
         raise UserError("command line", "--images", f"must be at least 1, got {args.images}")
-    prepared = prepare(args.plans, Path(args.study), args.smoke, args.epochs, args.data_root, dataset=args.dataset)
+    prepared = prepare(_plans(args.plans), Path(args.study), args.smoke, args.epochs, args.data_root,
+                       dataset=args.dataset)
     results = []
     for rc, speed in measure_rows(prepared.study, [rc for _, rc in prepared.trained], args.images):
         results.append({"plan": rc.plan, "row": rc.row, "label": rc.label, "key": rc.key, **dataclasses.asdict(speed)})
@@ -354,7 +375,7 @@ def cmd_plot_anchors(args: argparse.Namespace) -> int:
     from .plan import load_plan
     from .profiles import load_profile
 
-    plan = load_plan(args.plan)
+    plan = load_plan(_plans([args.plan])[0])
     if plan.figure != "anchor_coverage":
         raise UserError(str(plan.path), "figure", "not an anchor_coverage figure plan (see plans/sbr-cnn/fig1.yaml)")
     paths = StudyPaths(Path(args.study).resolve())
@@ -389,12 +410,35 @@ def cmd_plot_curves(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Version(argparse.Action):
+    """--version: sbrrepro's version and commit, then the pinned stack's versions (read only when asked)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print sbrrepro's version and commit, and the "
+                         "versions of its stack, then exit")
+
+    def __call__(self, p: argparse.ArgumentParser, *_) -> None:
+        from . import versions
+
+        found = versions.stack()
+        print(f"sbrrepro {found.pop('sbrrepro')} (commit {versions.commit() or 'unknown'})")
+        print(", ".join(f"{name} {v or 'not installed'}" for name, v in found.items()))
+        p.exit()
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sbrrepro", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="sbrrepro", description="Reproduce instance-segmentation papers' tables on "
+                                "MMDetection, on this machine or a SLURM cluster: `sbrrepro run plans/table5.yaml`, "
+                                "then `sbrrepro status` and `sbrrepro collect`.")
+    p.add_argument("--version", action=_Version)
     sub = p.add_subparsers(dest="command", required=True)
 
     def study_arg(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--study", default=str(DEFAULT_STUDY), help="study folder (default: %(default)s)")
+
+    def rows_arg(sp: argparse.ArgumentParser, what: str) -> None:
+        sp.add_argument("--rows", nargs="+", metavar="ROW", help=f"{what}, each N (the only plan's row N), PLAN:N "
+                        "(e.g. sbr-cnn/table3:4) or PLAN:N@SEED (one seed)")
 
     run = sub.add_parser("run", help="write each plan row's config and submit what is not done or running")
     run.add_argument("plans", nargs="+", help="plan files, e.g. plans/sbr-cnn/table3.yaml")
@@ -412,16 +456,19 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--wait", action="store_true", help="wait until every row is done or failed")
     run.add_argument("--retry-failed", action="store_true", help="submit failed trainings again")
     run.add_argument("--json", action="store_true", help="with --dry-run: print a JSON list of rows")
+    rows_arg(run, "submit only these rows (and the trainings they need); every row of the plans is registered, "
+             "and a later run without --rows submits the rest")
     run.set_defaults(func=cmd_run)
 
     status = sub.add_parser("status", help="each row's state and job id")
     study_arg(status)
     status.add_argument("--json", action="store_true")
+    rows_arg(status, "show only these rows (default: all)")
     status.set_defaults(func=cmd_status)
 
     cancel = sub.add_parser("cancel", help="cancel the pending and running jobs of a study (or of --rows)")
     study_arg(cancel)
-    cancel.add_argument("--rows", nargs="+", help="rows to cancel, as N or PLAN:N (default: all)")
+    rows_arg(cancel, "cancel only these rows' jobs (default: all)")
     cancel.set_defaults(func=cmd_cancel)
 
     collect = sub.add_parser("collect", help="metrics of finished runs -> results.json and tables (MD, LaTeX)")
@@ -479,8 +526,8 @@ def parser() -> argparse.ArgumentParser:
 
     plot = sub.add_parser("plot-iou", help="Fig. 3: IoU distribution of the training RoIs")
     study_arg(plot)
-    plot.add_argument("--rows", nargs="+", help="rows to draw, as N or PLAN:N (default: the rows of the "
-                      "study's iou_histograms figure plans, e.g. plans/sbr-cnn/fig3.yaml)")
+    rows_arg(plot, "rows to draw (default: the rows of the study's iou_histograms figure plans, e.g. "
+             "plans/sbr-cnn/fig3.yaml)")
     plot.add_argument("--out", help="output path without extension (default: STUDY/figures/<plan>, e.g. sbr-cnn-fig3)")
     plot.add_argument("--population", choices=("proposals", "positives"), default="proposals",
                       help="every proposal at the assigner, negatives included (the authors' histograms), or the "
@@ -489,12 +536,11 @@ def parser() -> argparse.ArgumentParser:
 
     curves = sub.add_parser("plot-curves", help="training loss and validation AP per epoch of any rows")
     study_arg(curves)
-    curves.add_argument("--rows", nargs="+", help="rows to draw, as N, PLAN:N or PLAN:N@SEED (default: every "
-                        "trained row of the study; a row of several seeds: its first)")
+    rows_arg(curves, "rows to draw (default: every trained row of the study; a row of several seeds: its first)")
     curves.add_argument("--out", help="output path without extension (default: STUDY/figures/training-curves)")
     curves.set_defaults(func=cmd_plot_curves)
 
-    anchors = sub.add_parser("plot-anchors", help="Fig. 1: % of ground-truth boxes with no anchor above an IoU")
+    anchors = sub.add_parser("plot-anchors", help="Fig. 1: %% of ground-truth boxes with no anchor above an IoU")
     anchors.add_argument("plan", nargs="?", default="plans/sbr-cnn/fig1.yaml", help="default: %(default)s")
     study_arg(anchors)
     anchors.add_argument("--data-root", help="COCO folder (default: $SBRREPRO_COCO; without either, the "

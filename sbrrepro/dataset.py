@@ -36,7 +36,6 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
@@ -113,6 +112,8 @@ def _make_image(
     """One image, its semantic label map and its objects (COCO annotations without ids). With `large`,
     its first object is a square or circle of COCO's large range (area above 96^2) where the spec's
     sides allow one."""
+    import cv2  # only where images are made: a dry run, which imports this module, never loads it
+
     size = spec.size
     img, region = _background(rng, size)
     labels = (len(CLASSES) + region).astype(np.uint8)
@@ -172,6 +173,7 @@ def _categories() -> list[dict]:
 
 def _write_split(root: Path, split: str, count: int, rng: np.random.Generator, spec: SyntheticSpec) -> dict:
     """Write the split's images (and, but for the test split, its stuff maps); return its COCO dict."""
+    import cv2
     (root / split).mkdir(parents=True, exist_ok=True)
     maps = root / "stuffthingmaps" / split
     if split != "test":

@@ -97,6 +97,7 @@ class StudyPaths:
     rows = property(lambda self: self.root / "rows.json")  # the store's rows, as a plain copy `repair` reads
     submit_lock = property(lambda self: self.root / ".submit.lock")
     configs = property(lambda self: self.root / "configs")
+    config_cache = property(lambda self: self.root / "configs" / ".cache.json")  # see config_cache
     arrays = property(lambda self: self.root / "arrays")
     data = property(lambda self: self.root / "data")
     results = property(lambda self: self.root / "results.json")

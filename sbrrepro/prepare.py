@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config_cache import ConfigCache
 from .configs import RowConfig, Scale, build_config, full_scale, on_profile, smoke_scale, write_configs
 from .datacheck import Split, Summary, check
 from .dataset import SyntheticSpec, ensure_dataset
@@ -19,8 +20,15 @@ from .errors import UserError
 from .layout import StudyPaths
 from .plan import Plan, Row, load_plans
 from .profiles import BUILT_IN, built_in, load_profile
-from .study import Study
+from .study import Study, select
 from .zoo import MODELS
+
+
+@dataclass(frozen=True)
+class RowName:
+    plan: str
+    row: int
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -95,28 +103,32 @@ def _require_data(plans: list[Plan], scale: Scale) -> list[Summary]:
 
 def prepare(plan_files: Sequence[str], study_root: Path, smoke: bool, epochs: int | None = None,
             data_root: str | None = None, dry_run: bool = False, dataset: str | None = None,
-            seeds: int | None = None) -> Prepared:
+            seeds: int | None = None, wanted: list[str] | None = None) -> Prepared:
     """Load and check the plans, write each row's config into the study (made if new) and register
     the rows; unless `dry_run`, check the data's files (full scale, or a dataset profile) or generate
     the embedded dataset (smoke). `dataset`: a dataset profile file (see `profiles`); `seeds`: train
-    every row on seeds 0 .. seeds - 1 instead of the plans' seeds."""
+    every row on seeds 0 .. seeds - 1 instead of the plans' seeds; `wanted`: rows named as `select`
+    reads them, each of which must be a training row of the plans (checked before anything is written)."""
     for flag, value in (("--epochs", epochs), ("--seeds", seeds)):
         if value is not None and value < 1:
             raise UserError("command line", flag, f"must be at least 1, got {value}")
     plans = load_plans(plan_files)  # every plan is checked before anything is written
     if seeds is not None:
         plans = [plan.with_seeds(seeds) for plan in plans]
+    if wanted:
+        select([RowName(plan.name, row.number, seed) for plan in plans for row in plan.model_rows
+                if MODELS[row.model].trains for seed in row.seeds], wanted, "command line")
     scale_name = "smoke" if smoke else "full"
     scale = scale_of(study_root, smoke, epochs, data_root, dataset)
     if StudyPaths(study_root).meta.exists():  # a scale or data mismatch is an error before anything is written
         Study.open(study_root, scale_name, dataset_name(scale))
     checked = _require_data(plans, scale) if not dry_run and (not smoke or scale.profile is not None) else []
     study = Study.open(study_root, scale_name, dataset_name(scale), create=True)
-    rows = []
-    for plan in plans:
-        written = write_configs(plan, scale, study.paths)
-        study.register(plan.path, written)
-        rows += [(plan, plan.row(rc.row), rc) for rc in written]
+    cache = ConfigCache(study.paths.config_cache)
+    written = [(plan, write_configs(plan, scale, study.paths, cache)) for plan in plans]
+    cache.save()
+    study.register(*((plan.path, configs) for plan, configs in written))
+    rows = [(plan, plan.row(rc.row), rc) for plan, configs in written for rc in configs]
     if smoke and not dry_run and scale.profile is None:
         ensure_dataset(study.paths.data)
     return Prepared(study, plans, rows, checked)

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from .configs import RowConfig
 from .errors import UserError
@@ -63,6 +64,38 @@ CREATE TABLE IF NOT EXISTS rows (
 
 
 ROW_COLUMNS = "plan, row, plan_path, model, label, config, key, train_config, train_key, seed"  # as _SCHEMA orders them
+
+
+class Named(Protocol):
+    """What a row selector reads of a row: its plan's name, its number and its seed."""
+
+    @property
+    def plan(self) -> str: ...
+    @property
+    def row(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+
+
+N = TypeVar("N", bound=Named)
+
+
+def select(rows: list[N], wanted: list[str], where: str) -> list[N]:
+    """The rows that `wanted` names, in its order: 'N' (in the only plan that has a row N),
+    'PLAN:N' (e.g. 'sbr-cnn/table3:4'), each with all of its seeds, or one seed: 'PLAN:N@SEED'.
+    `where` names what holds the rows, for the error a name that matches nothing gets."""
+    chosen: dict[N, None] = {}  # in order, each once
+    for w in wanted:
+        named, _, seed = w.partition("@")
+        plan, _, number = named.rpartition(":")
+        found = [r for r in rows if str(r.row) == number and (not plan or r.plan == plan)
+                 and (not seed or str(r.seed) == seed)]
+        if len({r.plan for r in found}) != 1:
+            have = ", ".join(dict.fromkeys(f"{r.plan}:{r.row}" for r in rows))
+            problem = "is ambiguous" if found else "is not among the rows"
+            raise UserError(where, "--rows", f"{w!r} {problem}; rows: {have}")
+        chosen.update(dict.fromkeys(found))
+    return list(chosen)
 
 
 @dataclass(frozen=True)
@@ -169,16 +202,17 @@ class Study:
                                 "wait for it to finish") from None
             yield
 
-    def register(self, plan_path: Path, rows: list[RowConfig]) -> None:
+    def register(self, *plans: tuple[Path, list[RowConfig]]) -> None:
         """Remember which plan rows this study holds and the training each row needs (in the store,
-        and in its plain copy). `rows` are all of a plan's: its rows and seeds as last run replace
-        those registered before."""
+        and in its plain copy), for each (plan file, rows) in one transaction. `rows` are all of a
+        plan's: its rows and seeds as last run replace those registered before."""
         with self._db() as con:
             con.execute("BEGIN IMMEDIATE")
-            con.executemany("DELETE FROM rows WHERE plan = ?", {(r.plan,) for r in rows})
-            self._insert_rows(con, [(r.plan, r.row, str(plan_path.resolve()), r.model, r.label,
-                                     self._relative(r.path), r.key, self._relative(r.train_path), r.train_key, r.seed)
-                                    for r in rows])
+            for plan_path, rows in plans:
+                con.executemany("DELETE FROM rows WHERE plan = ?", {(r.plan,) for r in rows})
+                self._insert_rows(con, [(r.plan, r.row, str(plan_path.resolve()), r.model, r.label,
+                                         self._relative(r.path), r.key, self._relative(r.train_path), r.train_key,
+                                         r.seed) for r in rows])
             con.execute("COMMIT")
             every = con.execute(f"SELECT {ROW_COLUMNS} FROM rows ORDER BY plan, row, seed").fetchall()
         atomic_write(self.paths.rows, json.dumps([dict(zip(ROW_COLUMNS.split(", "), r)) for r in every], indent=1))
@@ -217,21 +251,9 @@ class Study:
                 for f in found]
 
     def select_rows(self, wanted: list[str]) -> list[tuple[str, RowConfig]]:
-        """Rows named as 'N' or 'PLAN:N' (e.g. 'sbr-cnn/table3:4'), each with all of its seeds, or
-        one of them: 'PLAN:N@SEED'."""
-        registered = self.rows()
-        out = []
-        for w in wanted:
-            named, _, seed = w.partition("@")
-            plan, _, number = named.rpartition(":")
-            found = [(p, r) for p, r in registered if str(r.row) == number and (not plan or r.plan == plan)
-                     and (not seed or str(r.seed) == seed)]
-            if len({r.plan for _, r in found}) != 1:
-                have = ", ".join(dict.fromkeys(f"{r.plan}:{r.row}" for _, r in registered))
-                problem = "is ambiguous" if found else "is not in this study"
-                raise UserError(str(self.root), "rows", f"{w!r} {problem}; rows: {have}")
-            out += found
-        return out
+        """The registered rows that `wanted` names (see `select`), with their plan files."""
+        plan_files = {rc: p for p, rc in self.rows()}
+        return [(plan_files[rc], rc) for rc in select(list(plan_files), wanted, str(self.root))]
 
     def submissions(self) -> dict[str, Submission]:
         with self._db() as con:

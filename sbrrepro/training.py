@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import time
 import zipfile
 import zlib
@@ -18,6 +16,7 @@ from typing import Any
 
 import submitit
 
+from . import versions
 from .files import atomic_write
 from .layout import RunPaths
 from .results import final_metrics
@@ -151,29 +150,16 @@ def provenance(cfg, job_id: str) -> dict[str, Any]:
     """What this run was made with: library versions, the project's commit, devices, batch and the
     effective learning rate (MMEngine scales it linearly when the total batch differs from the
     paper's; such runs are flagged)."""
-    from importlib.metadata import PackageNotFoundError, version
-
     import torch
-
-    def ver(name: str) -> str | None:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return None
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     per_gpu = cfg.train_dataloader.batch_size
     paper_batch = cfg.auto_scale_lr.base_batch_size
     lr = cfg.optim_wrapper.optimizer.lr
-    # A compute node may have no git: the commit is then unknown, and the training goes on.
-    git = shutil.which("git")
-    commit = git and subprocess.run([git, "-C", str(Path(__file__).parent), "describe", "--always", "--dirty"],
-                                    capture_output=True, text=True).stdout.strip()
     cuda = torch.cuda.is_available()
     return {
-        "versions": {n: ver(n) for n in ("sbrrepro", "torch", "mmcv", "mmdet", "mmengine", "numpy", "pycocotools",
-                                         "submitit")},
-        "sbrrepro_commit": commit or None,
+        "versions": versions.stack(),
+        "sbrrepro_commit": versions.commit(),  # None on a node without git: the training goes on
         "job_id": job_id,
         "hosts": os.environ.get("SLURM_JOB_NODELIST") or os.uname().nodename,
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",

@@ -77,15 +77,16 @@ def test_bad_yaml_and_missing_file(tmp_path, cli):
     assert not (tmp_path / "s").exists()
 
 
-def test_an_old_flat_plan_path_names_the_plan_in_its_paper_folder(cli, tmp_path):
-    """Plans were plans/<name>.yaml; they are plans/<paper>/<name>.yaml now."""
-    result = cli("run", "plans/table3.yaml", "--smoke", "--dry-run", "--study", str(tmp_path / "s"))
-    _assert_clean_failure(result, "plans/table3.yaml", "plans/table3.yaml: plans are per paper now: use ",
-                          "plans/sbr-cnn/table3.yaml", "plans/groie/table3.yaml")
+def test_a_flat_plan_path_the_main_paper_lacks_names_the_papers_that_have_it(cli, tmp_path):
+    """`plans/<name>.yaml` is SBR-CNN's plan of that name (tests/test_cli.py); for a name it has not,
+    one line names the papers' plans of that name."""
+    result = cli("run", "plans/fig2.yaml", "--smoke", "--dry-run", "--study", str(tmp_path / "s"))
+    _assert_clean_failure(result, "plans/fig2.yaml", "plans/fig2.yaml: plans are per paper now: use ",
+                          "plans/groie/fig2.yaml")
     assert not (tmp_path / "s").exists()
     with pytest.raises(UserError, match="plans are per paper now: use ") as e:
-        load_plan(REPO / "plans" / "fig1.yaml")
-    assert e.value.message.endswith(str(REPO / "plans" / "sbr-cnn" / "fig1.yaml"))
+        load_plan(REPO / "plans" / "fig4.yaml")
+    assert e.value.message.endswith(str(REPO / "plans" / "groie" / "fig4.yaml"))
 
 
 def test_a_bad_layer_index_of_table1_fails_cleanly(tmp_path, cli):

@@ -111,7 +111,7 @@ def test_an_array_left_unrecorded_by_a_killed_run_is_adopted_task_by_task(tiny_c
 def test_cancel_stops_a_running_training(tiny_configs, tmp_path, cli):
     study = Study.open(tmp_path / "study", "smoke", create=True)
     rows = tiny_configs(50)[:1]
-    study.register(TABLE3, rows)
+    study.register((TABLE3, rows))
     assert jobs.submit(study, rows, LocalExecutor()) == [rows[0].key]
     result = cli("cancel", "--study", str(study.root))
     assert result.returncode == 0 and f"cancelled 1 job(s)\n  {rows[0].key}" in result.stdout

@@ -151,7 +151,7 @@ def _held_study(tmp_path) -> tuple[SlurmExecutor, Study, list]:
     plan = dataclasses.replace(plan, rows=plan.rows[:3])
     study = Study.open(tmp_path / "study", "smoke", create=True)
     rows = write_configs(plan, smoke_scale(tmp_path / "data"), study.paths)
-    study.register(TABLE3, rows)
+    study.register((TABLE3, rows))
     return SlurmExecutor(load_profile(str(profile))), study, rows
 
 
