@@ -168,7 +168,7 @@ def plan_results(study: Study, plan: Plan, configs: dict[int, list[RowConfig]],
     return out
 
 
-def table_of(plan: Plan, results: list[RowResult], scale: str) -> Table:
+def table_of(plan: Plan, results: list[RowResult], scale: str, dataset: str) -> Table:
     notes = []
     for row in plan.rows:
         if row.cited is not None:
@@ -176,7 +176,7 @@ def table_of(plan: Plan, results: list[RowResult], scale: str) -> Table:
         elif row.derived:
             notes.append(f"Row {row.number}: row {row.derived[0]} − row {row.derived[1]}, ours computed from ours.")
     return Table(f"{plan.paper} {plan.name.split('/')[1]}: {plan.title}", caption(plan, scale),
-                 ["#", *(plan_lead(plan) or ["row"])], plan.metrics, [r.table_row for r in results],
+                 ["#", *(plan_lead(plan) or ["row"])], plan.metrics, [r.table_row for r in results], dataset,
                  "Paper" if plan.baseline is None else f"Row {plan.baseline}", notes)
 
 
@@ -230,7 +230,7 @@ def collect(study: Study) -> Collected:
                 not_drawn[plan.name] = str(e)
         if plan.figure or not plan.metrics:  # a figure plan's numbers are its figure's
             continue
-        table = table_of(plan, by_plan[plan_path], study.scale)
+        table = table_of(plan, by_plan[plan_path], study.scale, study.dataset)
         for suffix, render in ((".md", to_markdown), (".tex", to_latex)):
             path = study.paths.report(plan.name, suffix)
             atomic_write(path, render(table))

@@ -1,7 +1,8 @@
 """`sbrrepro report`: what `collect` gathered -> one page per paper of the study, as a self-contained
 HTML file (styles inline, images embedded: it opens offline and travels as one file) and as Markdown.
 
-Each page: a summary (rows reproduced of rows run, hours spent and still to spend), every table in
+Each page: a summary (rows reproduced of rows run; hours spent and still to spend, over every training
+of the paper's plans, figure plans' included, by the state `status` shows), every table in
 the paper's layout, every figure (the figure plans' and each table's training curves), each row's
 setup against the paper's, what each row changes against its table's baseline row (config keys),
 what is still running or failed (the end of its log), and the cited rows.
@@ -19,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import figures
-from .collect import Collected, RowResult, one_per_row
+from . import figures, jobs
+from .collect import Collected, RowResult, Run, one_per_row
 from .costs import estimate
 from .errors import UserError
 from .files import atomic_write
@@ -120,6 +121,15 @@ def _baseline(results: list[RowResult]) -> RowResult | None:
     return next((r for r in trained if r.row.number == wanted), trained[0])
 
 
+def training_states(runs: list[Run]) -> dict[str, str]:
+    """Each training's state as `status` shows it (`jobs.states`): its own row's; a training that only
+    evaluation-only rows need (it has no row of its own) is done once it wrote done.json, else in
+    the state of the row that waits for it."""
+    own = {run.state.key: run.state.state for run in runs}
+    return {run.state.train_key: own.get(run.state.train_key, jobs.DONE if run.trained is not None else run.state.state)
+            for run in runs}
+
+
 def page(study: Study, collected: Collected, paper: str) -> Page:
     names = [n for n, p in collected.plans.items() if p.paper == paper]
     results = [r for n in names if not collected.plans[n].figure for r in collected.by_plan[n]]
@@ -128,23 +138,28 @@ def page(study: Study, collected: Collected, paper: str) -> Page:
     registered = [(p, rc) for p, rc in study.rows() if rc.plan in names]
     hours = estimate([(collected.plans[rc.plan].row(rc.row), rc) for _, rc in registered if MODELS[rc.model].trains],
                      study.paths, study.scale)
-    done_keys = {run.state.train_key for r in results for run in r.runs if run.trained is not None}
-    spent = sum(h for k, h in hours.items() if k in done_keys and h is not None)
-    todo = [h for k, h in hours.items() if k not in done_keys]
+    # every training of the paper's plans, figure plans' included: spent once done, else still to spend
+    states = training_states([run for n in names for r in collected.by_plan[n] for run in r.runs])
+    todo = {k: h for k, h in hours.items() if states[k] != jobs.DONE}
+    spent = sum(h for k, h in hours.items() if k not in todo and h is not None)
     summary = {"rows": len(results), "run": len(ran), "judged": sum(count[v] for v in JUDGED),
                "reproduced": count[REPRODUCED],
                "verdicts": {v.word: count[v] for v in VERDICTS if count[v]},
                "unit": "GPU-hours" if study.scale == "full" else "process-hours", "spent": spent,
-               "to_spend": None if any(h is None for h in todo) else sum(todo), "trainings_to_run": len(todo),
+               "to_spend": None if None in todo.values() else sum(todo.values()), "trainings_to_run": len(todo),
+               "not_finished": dict(sorted(Counter(states[k] for k in todo).items())),
                "scale": study.scale, "dataset": study.dataset}
 
     tables, pictures, setups, changes, unfinished, cited = [], [], [], [], [], []
     for name in names:
         plan, rows = collected.plans[name], collected.by_plan[name]
+        unfinished += [(f"{_name(r)} (seed {run.state.seed})", run.state.state,
+                        run.state.log_tail or _log_end(run.state.log))
+                       for r in rows for run in r.runs if run.state.state not in (jobs.DONE, jobs.NEW)]
         if plan.figure:
             png = study.paths.figure(name).with_suffix(".png")
             if png.exists():
-                pictures.append((f"{plan.paper} {name.split('/')[1]}: {plan.title}", png))
+                pictures.append((f"{plan.paper} {name.split('/')[1]}: {figures.caption(plan.figure, plan.title)}", png))
             continue
         if name in collected.tables:
             tables.append((name, collected.tables[name]))
@@ -166,21 +181,21 @@ def page(study: Study, collected: Collected, paper: str) -> Page:
             if base is not None and r is not base:
                 changes.append((_name(r), f"row {base.row.number}",
                                 config_diff(Path(r.runs[0].state.config), Path(base.runs[0].state.config))))
-            for run in r.runs:
-                if run.state.state not in ("done", "new"):
-                    unfinished.append((f"{_name(r)} (seed {run.state.seed})", run.state.state,
-                                       run.state.log_tail or _log_end(run.state.log)))
     return Page(paper, summary, tables, pictures, setups, changes, unfinished, cited)
 
 
 # ---- renderers -----------------------------------------------------------------------------------
 def _summary_lines(s: dict[str, Any]) -> list[str]:
+    unit = s["unit"][0].upper() + s["unit"][1:]  # "GPU-hours", not str.capitalize()'s "Gpu-hours"
     to_spend = "unknown until measured" if s["to_spend"] is None else f"{s['to_spend']:.2f}"
+    left = ", ".join(f"{n} {state}" for state, n in s["not_finished"].items())
+    retry = (" A failed training is still to spend: `sbrrepro run --retry-failed` trains it again."
+             if jobs.FAILED in s["not_finished"] else "")
     return [f"Rows reproduced: {s['reproduced']} of {s['run']} run ({s['judged']} judged against the paper; "
             f"{s['rows']} rows in all; {s['scale']} scale on {s['dataset']}).",
             "Verdicts: " + ", ".join(f"{w}: {n}" for w, n in s["verdicts"].items()) + ".",
-            f"{s['unit'].capitalize()} spent: {s['spent']:.2f}; still to spend: {to_spend} "
-            f"({s['trainings_to_run']} training(s) not finished)."]
+            f"{unit} spent: {s['spent']:.2f}; still to spend: {to_spend} "
+            f"({s['trainings_to_run']} training(s) not finished{': ' + left if left else ''}).{retry}"]
 
 
 def _value(v: Any) -> str:

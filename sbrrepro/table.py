@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from .metrics import METRICS
-from .verdicts import FOOTNOTES, Verdict
+from .verdicts import FOOTNOTES, Verdict, footnote
 from .verify import Cell
 
 BEST, SECOND = 1, 2
@@ -39,6 +39,7 @@ class Table:
     lead: list[str]  # headers of the descriptive columns
     metrics: list[str]
     rows: list[TableRow]
+    dataset: str  # what the study trained on (`Study.dataset`), which the smoke scale's footnote names
     reference: str = "Paper"  # what each metric's first column holds: the paper's number, or a baseline row's
     notes: list[str] = field(default_factory=list)  # further lines under the table (cited rows, derived lines)
 
@@ -58,7 +59,7 @@ class Table:
     def footnotes(self) -> list[tuple[str, str]]:
         """(mark, text) of every setup difference some row has, in FOOTNOTES' order."""
         used = {m for r in self.rows for m in r.marks}
-        return [FOOTNOTES[k] for k in FOOTNOTES if k in used]
+        return [footnote(k, self.dataset) for k in FOOTNOTES if k in used]
 
     @cached_property
     def ranks(self) -> dict[tuple[int, str], int]:

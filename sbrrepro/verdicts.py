@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .profiles import built_in
 from .verify import MATCH, UNJUDGED
 
 
@@ -23,22 +24,32 @@ NOT_RUN = Verdict("○", "not run")
 RUNNING = Verdict("…", "running")
 FAILED = Verdict("!", "failed")
 CITED = Verdict("»", "cited")  # another paper's published result, shown, not reproduced
-SMOKE = Verdict("~", "smoke")  # real numbers on the synthetic dataset: not comparable with the paper
+SMOKE = Verdict("~", "smoke")  # real numbers of the smoke scale's small models: not comparable with the paper
 COUNTED = Verdict("#", "counted")  # counted or computed, with nothing published to judge it against
 OTHER_DATA = Verdict("≠", "other data")  # the user's dataset: real numbers, not the paper's experiment
 OWN = Verdict("·", "own")  # a study of your own: nothing published, every row against its baseline row
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, OTHER_SETUP, NOT_RUN, RUNNING, FAILED, CITED, SMOKE, COUNTED, OTHER_DATA,
             OWN)
 
-# How a run's setup may differ from the paper's: the footnote mark and its text.
+# How a run's setup may differ from the paper's: the footnote mark and its text (`footnote` fills in
+# the {data} that the smoke scale's names).
 FOOTNOTES = {
     "batch": ("†", "trained on another number of GPUs or with another total batch than the paper's (the lr "
                    "scaled linearly with the batch)"),
     "schedule": ("‡", "trained for another number of epochs than the paper's schedule (lr steps scaled alike)"),
     "dataset": ("§", "trained and evaluated on another dataset than the paper's"),
-    "smoke": ("¶", "smoke scale: sbrrepro's small synthetic dataset and a ResNet-18, so ours is not comparable "
-                   "with the paper"),
+    "smoke": ("¶", "smoke scale: {data} and a ResNet-18, so ours is not comparable with the paper"),
 }
+
+
+def footnote(key: str, dataset: str) -> tuple[str, str]:
+    """A FOOTNOTES entry as a table prints it; the smoke scale's names the dataset the study trained
+    on (`Study.dataset`: the embedded one, or a dataset profile's name)."""
+    mark, text = FOOTNOTES[key]
+    embedded = dataset == built_in(smoke=True)
+    return mark, text.format(data=f"sbrrepro's small synthetic dataset ({dataset})" if embedded else
+                             f"the dataset {dataset}")
+
 
 # Row states (those of `jobs`, and the rows that run nothing) as far as a verdict is concerned.
 RUNNING_STATES = ("pending", "running", "awaiting server")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -143,7 +145,7 @@ def crafted(tmp_path):
     plan = load_plan(tmp_path / "plan.yaml")
     study = Study.open(tmp_path / "study", "full", create=True)
     written = write_configs(plan, full_scale(tmp_path / "coco"), study.paths)
-    study.register(plan.path, written)
+    study.register((plan.path, written))
     by_row = {}
     for rc in written:
         by_row.setdefault(rc.row, []).append(rc)
@@ -189,7 +191,7 @@ def _rows(text: str) -> dict[str, list[str]]:
 
 def test_every_rendered_cell_of_the_crafted_table(crafted):
     plan, _, results = crafted
-    table = table_of(plan, results, "full")
+    table = table_of(plan, results, "full", "coco2017")
     md = _rows(to_markdown(table))
     assert md["1"] == ["1", "Mask", "38.2", "38.2 ± 0.2", "+0.0", "34.7", "34.7 ± 0.2", "+0.0",
                        "✓ reproduced (3 seeds)"]
@@ -227,7 +229,7 @@ def test_every_rendered_cell_of_the_crafted_table(crafted):
 
 def test_the_terminal_table_fits_its_width_and_styles_only_when_asked(crafted):
     plan, _, results = crafted
-    table = table_of(plan, results, "full")
+    table = table_of(plan, results, "full", "coco2017")
     narrow = to_terminal(table, width=70)
     body = [line for line in narrow.splitlines() if line[:1].isdigit() or line.startswith("#")]
     assert all(len(line) <= 70 for line in body), body
@@ -240,7 +242,7 @@ def test_the_terminal_table_fits_its_width_and_styles_only_when_asked(crafted):
 def test_paper_column_groups_in_latex_and_html(crafted):
     """Table 11's layout: the bounding box and mask groups over their APs."""
     plan = load_plan(REPO / "plans" / "sbr-cnn" / "table11.yaml")
-    table = table_of(plan, [], "full")
+    table = table_of(plan, [], "full", "coco2017")
     assert [(g, len(ms)) for g, ms in table.groups] == [("Bounding box", 6), ("Mask", 6)]
     latex = to_latex(table)  # twelve metrics: each row on two lines, the paper's then ours (Δ)
     assert r"\multicolumn{6}{c}{Bounding box} & \multicolumn{6}{c}{Mask}" in latex
@@ -256,12 +258,12 @@ def test_a_wide_table_stacks_the_papers_numbers_over_ours_in_latex_and_html():
     metrics = ["bbox_AP", "bbox_AP50", "bbox_AP75", "bbox_APs", "bbox_APm", "bbox_APl", "segm_AP"]
     row = TableRow(["1", "Mask"], {m: Cell(40.0, 40.2 + i, None) for i, m in enumerate(metrics)}, REPRODUCED)
     other = TableRow(["2", "HTC"], {m: Cell(41.0, None) for m in metrics}, NOT_RUN)
-    latex = to_latex(Table("t", "c", ["#", "method"], metrics, [row, other]))
+    latex = to_latex(Table("t", "c", ["#", "method"], metrics, [row, other], "coco2017"))
     assert r"1 & Mask & Paper & 40.0 & 40.0 & 40.0 & 40.0 & 40.0 & 40.0 & 40.0 &  \\" in latex
     assert (r" &  & Ours & 40.2 (+0.2) & 41.2 (+1.2) & 42.2 (+2.2) & 43.2 (+3.2) & 44.2 (+4.2) & 45.2 (+5.2) & "
             r"46.2 (+6.2) & \checkmark{} reproduced \\[2pt]") in latex, "one value per column: nothing to rank"
     assert r" &  & Ours & -- & -- & -- & -- & -- & -- & -- & $\circ$ not run \\[2pt]" in latex
-    page = to_html(Table("t", "c", ["#", "method"], metrics, [row, other]))  # the same two lines per row
+    page = to_html(Table("t", "c", ["#", "method"], metrics, [row, other], "coco2017"))  # the same two lines per row
     assert ('<td class="lead" rowspan="2">Mask</td><td class="lead">Paper</td><td class="num">40.0</td>' in page
             and '<td class="verdict" rowspan="2">✓ reproduced</td></tr>' in page)
     assert '<tr class="v-reproduced ours"><td class="lead">Ours</td><td class="num">40.2 (+0.2)</td>' in page
@@ -374,3 +376,143 @@ def test_the_report_page_of_crafted_results_with_a_real_failed_job(crafted, cli)
     assert "<details><summary>crafted/table1 row 2: Naive against row 1: " in page
     assert "- **crafted/table1 row 2: Naive** against row 1: \n  - `model.backbone.plugins.0.cfg.type`: (absent) → " \
            "\"ContextBlock\"" in md
+
+
+# ---- the report page's summary, its figures' captions, the smoke footnote ------------------------
+FIGURE = """
+paper: crafted
+table: fig2
+title: IoU distribution of the positive training RoIs
+metrics: []
+figure: iou_histograms
+recipe_file: {recipe}
+rows:
+  - {{row: 1, model: mask_rcnn, recipe: {{epochs: 36, lr_steps: [28, 34]}}}}
+"""
+
+
+@pytest.fixture
+def with_figure(crafted, tmp_path):
+    """The crafted study with every table row's training finished, and a figure plan whose one row
+    is a training of its own (Mask R-CNN 3x, as SBR-CNN's Fig. 3), its IoU histograms recorded."""
+    _, study, _ = crafted
+    for _, rc in study.rows():
+        if rc.row in (3, 4):  # failed and running in `crafted`'s states, new in its folders
+            _finish(study, rc.key, 0.404, 0.367)
+    (tmp_path / "fig2.yaml").write_text(FIGURE.format(recipe=REPO / "plans" / "sbr-cnn" / "recipe.yaml"))
+    figure = load_plan(tmp_path / "fig2.yaml")
+    (rc,) = write_configs(figure, full_scale(tmp_path / "coco"), study.paths)
+    study.register((figure.path, [rc]))
+    run = study.paths.run(rc.key)
+    run.root.mkdir(parents=True)
+    edges = {"proposals": [i / 20 for i in range(21)], "positives": [0.5 + i / 20 for i in range(11)]}
+    run.histograms.write_text(json.dumps({p: {"bin_edges": e, "epochs": {"1": {"rcnn": list(range(len(e) - 1))}}}
+                                          for p, e in edges.items()}))  # as IoUHistogramHook writes them
+    return study, rc
+
+
+@pytest.fixture(params=["done", "running", "failed"])
+def figure_training(request, with_figure):
+    """The figure row's training in each state, as `status` finds it: finished, or a recorded local
+    job whose controller still runs (its training holding a slot), or ended without a result."""
+    study, rc = with_figure
+    run, alive = study.paths.run(rc.key), None
+    if request.param == "done":
+        _finish(study, rc.key, 0.392, 0.356, epochs=36)
+    else:
+        run.submitit.mkdir()
+        if request.param == "running":
+            alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", str(run.submitit)])
+            run.started.touch()
+            job_id = str(alive.pid)
+        else:
+            ended = subprocess.Popen(["true"])
+            ended.wait()
+            job_id = str(ended.pid)
+            (run.submitit / f"{job_id}_0_log.err").write_text("RuntimeError: CUDA out of memory\n")
+        (run.submitit / f"{job_id}{jobs.SUBMITTED}").touch()
+        study.record("local", [(rc.key, str(rc.path), job_id, run.submitit)])
+    yield study, request.param
+    if alive is not None:
+        alive.kill()
+        alive.wait()
+
+
+def test_the_report_summary_counts_every_training_as_status_shows_it(figure_training):
+    """Hours spent and still to spend count every training of the paper's plans, the figure plan's
+    included, by its state: a study whose every row is done has nothing left to spend; a running
+    or a failed training is still to spend (`run --retry-failed` trains a failed one again)."""
+    from sbrrepro.collect import collect
+    from sbrrepro.report import page, to_html_page, to_markdown_page
+
+    study, state = figure_training
+    p = page(study, collect(study), "crafted")
+    states = {s.state for s in jobs.states(study, [rc for _, rc in study.rows()])}
+    summary = p.summary
+    if state == "done":
+        assert states == {"done"}, "`status` shows every row done"
+        assert (summary["trainings_to_run"], summary["to_spend"]) == (0, 0)
+        assert summary["not_finished"] == {}
+        assert summary["spent"] == pytest.approx(9 * 8, abs=0.1)  # 9 trainings of 1 h on 8 processes each
+        assert p.unfinished == []
+        line = "GPU-hours spent: 72.00; still to spend: 0.00 (0 training(s) not finished)."
+    else:
+        assert states == {"done", state}
+        assert (summary["trainings_to_run"], summary["to_spend"]) == (1, 280.0)
+        assert summary["not_finished"] == {state: 1}
+        assert summary["spent"] == pytest.approx(8 * 8, abs=0.1)  # Mask R-CNN 3x: 35 h on 8 V100s, still to spend
+        line = f"GPU-hours spent: 64.00; still to spend: 280.00 (1 training(s) not finished: 1 {state})."
+        (name, shown, log), = p.unfinished
+        assert (name, shown) == ("crafted/fig2 row 1: mask_rcnn (seed 0)", state)
+        assert (log or "").endswith("CUDA out of memory") == (state == "failed")
+    if state == "failed":
+        line += " A failed training is still to spend: `sbrrepro run --retry-failed` trains it again."
+    for text in (to_html_page(p), to_markdown_page(p, study.paths.site)):
+        assert line in text
+
+
+def test_a_figures_caption_names_the_population_it_draws(with_figure, tmp_path, monkeypatch):
+    """Fig. 2 (as SBR-CNN's Fig. 3) draws every proposal at the assigner by default: its title and its
+    caption on the report page say so, not the plan's "positive training RoIs"; `plot-iou
+    --population positives` titles its figure after the positives."""
+    from sbrrepro.collect import collect
+    from sbrrepro.figures import iou_histograms
+    from sbrrepro.report import page, to_html_page, to_markdown_page
+
+    study, rc = with_figure
+    _finish(study, rc.key, 0.392, 0.356, epochs=36)
+    drawn = []
+    real_save = iou_histograms.save
+    monkeypatch.setattr(iou_histograms, "save", lambda fig, out: (drawn.append(fig), real_save(fig, out))[1])
+    p = page(study, collect(study), "crafted")
+    proposals = "IoU distribution of the proposals at the assigner"
+    assert p.figures[0] == (f"crafted fig2: {proposals}", study.paths.figure("crafted/fig2").with_suffix(".png"))
+    assert drawn[-1].get_suptitle() == proposals and drawn[-1].axes[0].get_xlim() == (0.0, 1.0)
+    for text in (to_html_page(p), to_markdown_page(p, study.paths.site)):
+        assert f"crafted fig2: {proposals}" in text and "positive training RoIs" not in text
+
+    iou_histograms.draw(study.paths, [(str(tmp_path / "fig2.yaml"), rc)], tmp_path / "positives", "positives")
+    assert drawn[-1].get_suptitle() == "IoU distribution of the positive training RoIs"
+    assert drawn[-1].axes[0].get_xlim() == (0.5, 1.0)
+
+
+@pytest.mark.parametrize(("dataset", "named"), [(None, "sbrrepro's small synthetic dataset (shapes)"),
+                                                ("mydata", "the dataset mydata")])
+def test_the_smoke_footnote_names_the_studys_dataset(tmp_path, dataset, named):
+    """At smoke scale the ¶ footnote names what the study trained on: the embedded dataset, or the
+    dataset profile given with --dataset (which also gets §)."""
+    from sbrrepro.collect import collect
+    from sbrrepro.configs import smoke_scale
+
+    (tmp_path / "plan.yaml").write_text(PLAN.format(recipe=REPO / "plans" / "sbr-cnn" / "recipe.yaml"))
+    (tmp_path / "published.csv").write_text(PUBLISHED)
+    plan = load_plan(tmp_path / "plan.yaml")
+    study = Study.open(tmp_path / "study", "smoke", dataset, create=True)
+    written = write_configs(plan, smoke_scale(tmp_path / "shapes"), study.paths)
+    study.register((plan.path, written))
+    _finish(study, next(rc.key for rc in written if rc.row == 2), 0.05, 0.04)
+    collect(study)
+    md = study.paths.report(plan.name, ".md").read_text()
+    assert f"¶ smoke scale: {named} and a ResNet-18, so ours is not comparable with the paper." in md
+    assert ("§ trained and evaluated on another dataset than the paper's." in md) == (dataset is not None)
+    assert _rows(md)["2"][-1] == ("~ smoke¶" if dataset is None else "~ smoke§¶")

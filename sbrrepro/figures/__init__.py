@@ -5,7 +5,13 @@ kind with options. A new kind of figure is one module here with
     def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path, **options) -> list[Path]
 
 (paths: the study's files; rows: the (plan file, row config) pairs to draw; out: the output path
-without its suffix), which raises UserError when what it needs is not there yet.
+without its suffix), which raises UserError when what it needs is not there yet. A kind whose
+options change what the figure shows also has
+
+    def caption() -> str
+
+(what `draw` with its default options, as `collect` draws it, shows), which the report uses instead
+of the plan's title.
 """
 
 from __future__ import annotations
@@ -23,6 +29,13 @@ KINDS = tuple(m.name for m in pkgutil.iter_modules(__path__) if not m.name.start
 
 def kind(name: str) -> ModuleType:
     return importlib.import_module(f"{__name__}.{name}")
+
+
+def caption(name: str, title: str) -> str:
+    """What a figure of kind `name`, drawn as `collect` draws it, shows: its kind's own caption, else
+    the plan's `title`."""
+    module = kind(name)
+    return module.caption() if hasattr(module, "caption") else title
 
 
 def save(fig: Any, out: Path, suffixes: tuple[str, ...] = (".png", ".pdf")) -> list[Path]:

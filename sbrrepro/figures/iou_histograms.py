@@ -29,6 +29,12 @@ class Panel:
 
 
 POPULATIONS = {"proposals": "proposals at the assigner", "positives": "positive training RoIs"}
+POPULATION = "proposals"  # what `collect` draws, and the report captions
+
+
+def caption(population: str = POPULATION) -> str:
+    """What the figure of `population` shows: its title, and its caption in the report."""
+    return f"IoU distribution of the {POPULATIONS[population]}"
 
 
 def panels(paths: StudyPaths, rows: list[tuple[str, RowConfig]], population: str) -> list[Panel]:
@@ -47,7 +53,7 @@ def panels(paths: StudyPaths, rows: list[tuple[str, RowConfig]], population: str
     return out
 
 
-def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path, population: str = "proposals") -> list[Path]:
+def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path, population: str = POPULATION) -> list[Path]:
     """Write out.png and out.pdf; return both paths."""
     if not rows:
         raise UserError(str(paths.root), "rows", "no row to draw")
@@ -67,5 +73,6 @@ def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path, popula
         ax.set_ylabel(POPULATIONS[population])
         ax.set_title(panel.title, fontsize=10)
         ax.legend(fontsize=8)
+    fig.suptitle(caption(population), fontsize=11)
     fig.tight_layout()
     return save(fig, out)
