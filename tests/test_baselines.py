@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mmengine.structures import InstanceData
-from steps import build, generated, predict, train_step
+from steps import build, generated, merged_test_mask, predict, train_step
 
 from sbrrepro.configs import full_scale
 
@@ -59,22 +58,12 @@ def _test_time_mask(model, image) -> tuple[torch.Tensor, torch.Tensor]:
 
     head = model.roi_head
     rois = torch.tensor([[0, 8.0, 8.0, 60.0, 70.0]])
-    seen = {}
-    predict_by_feat = head.mask_head[-1].predict_by_feat
-
-    def spy(mask_preds, **kwargs):
-        seen["merged"] = mask_preds[0]
-        return predict_by_feat(mask_preds=mask_preds, **kwargs)
-
-    head.mask_head[-1].predict_by_feat = spy
     with torch.no_grad():
         x = model.extract_feat(image)
-        results = InstanceData(bboxes=rois[:, 1:], labels=torch.tensor([0]), scores=torch.tensor([0.9]))
-        meta = dict(img_shape=image.shape[-2:], ori_shape=image.shape[-2:], scale_factor=(1.0, 1.0))
-        head.predict_mask(x, None, [meta], [results])
+        merged = merged_test_mask(head, x, None, rois, image_shape=image.shape[-2:])
         stages = [HybridTaskCascadeRoIHead._mask_forward(head, s, x, rois)["mask_preds"].sigmoid()
                   for s in range(head.num_stages)]
-    return seen["merged"], torch.stack(stages)
+    return merged, torch.stack(stages)
 
 
 @pytest.mark.parametrize("info_flow", [True, False], ids=["mask-info-flow", "no-info-flow"])

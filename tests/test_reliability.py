@@ -186,5 +186,5 @@ def test_what_runs_on_a_compute_node_imports_no_planning_code():
             "print(' '.join(m for m in sys.modules if m.startswith('sbrrepro')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     loaded = set(out.split())
-    assert "sbrrepro.models.r3_roi_head" in loaded
+    assert "sbrrepro.models.sbr_cnn.r3_roi_head" in loaded
     assert not loaded & {"sbrrepro.plan", "sbrrepro.zoo", "sbrrepro.configs", "sbrrepro.dataset", "sbrrepro.prepare"}

@@ -1,27 +1,23 @@
 """MMDetection plugins of sbrrepro, loaded by generated configs through `custom_imports`.
 
-Importing this package registers the models and hooks and applies the checkpoint-loading fix, so
-resuming works in any process that loads one of our configs (MMDetection's tools/train.py too).
+One package per paper (`sbr_cnn`, `groie`, `ms_subnet`, `scnet`, `comask`), each with a README.md of how
+its modules were reconstructed, and `common` for what several papers' models use. Importing this package
+imports every one of them, found by themselves (each package's own `__init__` imports its modules), which
+registers the models and hooks in MMDetection's registries; then it applies the checkpoint-loading fix,
+so resuming works in any process that loads one of our configs (MMDetection's tools/train.py too).
+
+A new paper adds its package here; nothing else lists them.
 """
 
+import importlib
+import pkgutil
+
 from ..compat import allow_own_checkpoints
-from .comask_head import CoMaskCLHead, CoMaskRoIHead
-from .deform_roi_pool import DeformRoIPoolCPU, DeformRoIPoolPackCPU, DiscriminativeRoIPool, RatioRoIExtractor
-from .fcc_heads import FCCBBoxHead, FCCMaskIoUHead
-from .groie import GRoIE
-from .htc_roi_head import HTCMeanMaskRoIHead
-from .iou_recorder import IoUHistogramHook, IoURecordingSampler
-from .ms_subnet import MultiScaleSubnetRoIExtractor
-from .msfem import MFPN, MSFEM
-from .non_local import NonLocal2dK
-from .r3_mask_head import R3MaskHead
-from .r3_roi_head import R3RoIHead
-from .random_level import RandomLevelRoIExtractor
-from .scnet_heads import SCNetSwitchRoIHead, SemanticCascadeRoIHead
+
+PACKAGES = tuple(sorted(info.name for info in pkgutil.iter_modules(__path__)
+                        if info.ispkg and not info.name.startswith("_")))
+
+for _name in PACKAGES:
+    importlib.import_module(f"{__name__}.{_name}")
 
 allow_own_checkpoints()
-
-__all__ = ["CoMaskCLHead", "CoMaskRoIHead", "DeformRoIPoolCPU", "DeformRoIPoolPackCPU", "DiscriminativeRoIPool",
-           "FCCBBoxHead", "FCCMaskIoUHead", "GRoIE", "HTCMeanMaskRoIHead", "IoUHistogramHook", "IoURecordingSampler",
-           "MFPN", "MSFEM", "MultiScaleSubnetRoIExtractor", "NonLocal2dK", "R3MaskHead", "R3RoIHead",
-           "RandomLevelRoIExtractor", "RatioRoIExtractor", "SCNetSwitchRoIHead", "SemanticCascadeRoIHead"]

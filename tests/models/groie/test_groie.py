@@ -141,10 +141,9 @@ def test_faster_rcnn_with_groie_trains_on_cpu(smoke):
     assert type(groie).__name__ == "GRoIE"
     # the non-local block starts as the identity, after the model's init_weights too
     assert not groie.post_module.conv_out.conv.weight.any()
-    before = groie.pre_module.conv.weight.detach().clone()
     losses = train_step(cfg, model)
     assert {"loss_cls", "loss_bbox"} <= set(losses)
-    assert not torch.equal(before, groie.pre_module.conv.weight), "the shared pre conv did not learn"
+    assert groie.pre_module.conv.weight.grad.any(), "the shared pre conv does not learn"
     assert groie.post_module.conv_out.conv.weight.grad.abs().sum() > 0
     predict(cfg, model)
 

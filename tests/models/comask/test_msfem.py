@@ -8,7 +8,7 @@ import pytest
 import torch
 from mmdet.models.necks import FPN
 
-from sbrrepro.models.msfem import MFPN, MSFEM
+from sbrrepro.models.comask import MFPN, MSFEM
 
 IN_CHANNELS = [64, 128, 256, 512]
 C = 64  # a multiple of GroupNorm's 32 groups

@@ -1,24 +1,16 @@
-"""RoI heads for the SCNet paper's ablations (Vu et al., AAAI 2021, "SCNet: Training Inference Sample
-Consistency for Instance Segmentation"): SCNet with its feature relay and global context each optional,
-and Cascade Mask R-CNN with HTC's semantic branch, to which those components and the naive sample
-consistency can be added one at a time.
-
-`SCNetSwitchRoIHead` is MMDetection's SCNet head whose test path no longer calls the feature relay
-head when there is none (3.3 calls it unconditionally in `predict_mask` and `forward`).
-
-`SemanticCascadeRoIHead` is HTC without interleaving and mask information flow: a Cascade Mask R-CNN
-whose box and mask RoI features get HTC's semantic features; mask head t trains on stage t's positives
-('own') or on the last stage's ('last': the naive sample consistency); at test every mask head runs
-on the final boxes and their sigmoid masks are averaged, as HTCMeanMaskRoIHead does. Optional: a
-feature relay head per stage (SCNet's, from box head t's shared fc feature to mask head t) and SCNet's
-global context head.
+"""Cascade Mask R-CNN with HTC's semantic branch, the SCNet paper's baseline (Vu et al., AAAI 2021), to which
+SCNet's components can be added one at a time: `SemanticCascadeRoIHead` is HTC without interleaving and
+mask information flow, whose box and mask RoI features get HTC's semantic features (`fuse_semantic`); mask
+head t trains on stage t's positives ('own') or on the last stage's ('last': the naive sample
+consistency); at test every mask head runs on the final boxes and their sigmoid masks are averaged, as
+HTCMeanMaskRoIHead does. Optional: a feature relay head per stage (SCNet's, from box head t's shared fc
+feature to mask head t) and SCNet's global context head. With one stage it is Mask R-CNN with the
+semantic branch.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from mmdet.models.roi_heads import SCNetRoIHead
 from mmdet.models.roi_heads.bbox_heads import SCNetBBoxHead
 from mmdet.models.roi_heads.mask_heads import HTCMaskHead
 from mmdet.models.task_modules.samplers import SamplingResult
@@ -31,70 +23,10 @@ from mmdet.utils import InstanceList
 from mmengine.model import ModuleList
 from torch import Tensor
 
-from .htc_roi_head import HTCMeanMaskRoIHead
+from ..common import HTCMeanMaskRoIHead, fuse_semantic
+from .cascade_passes import context_feats, tensor_box_pass
 
 MASK_SAMPLES = ("own", "last")
-
-
-def _context(head, x: tuple[Tensor, ...]) -> tuple[Tensor | None, Tensor | None]:
-    """A batch's semantic and global context features (None for a branch the head lacks)."""
-    return (head.semantic_head(x)[1] if head.with_semantic else None,
-            head.glbctx_head(x)[1] if head.with_glbctx else None)
-
-
-def _refined(head, x: tuple[Tensor, ...], rpn_results_list: InstanceList, batch_data_samples: SampleList,
-             semantic_feat: Tensor | None, glbctx_feat: Tensor | None) -> tuple[Tensor, tuple, tuple, tuple[int, ...]]:
-    """A cascade's tensor-mode box pass: the final RoIs of every image together, each stage's class
-    scores and box deltas, and the number of proposals per image."""
-    proposals = [res.bboxes for res in rpn_results_list]
-    counts = tuple(len(p) for p in proposals)
-    rois, cls_scores, bbox_preds = head._refine_roi(
-        x=x, rois=bbox2roi(proposals), batch_img_metas=[s.metainfo for s in batch_data_samples],
-        num_proposals_per_img=counts, semantic_feat=semantic_feat, glbctx_feat=glbctx_feat)
-    return torch.cat(rois), cls_scores, bbox_preds, counts
-
-
-@MODELS.register_module()
-class SCNetSwitchRoIHead(SCNetRoIHead):
-    """SCNetRoIHead that also runs without `feat_relay_head` (and, as the stock head already does,
-    without `glbctx_head`). Training is MMDetection's own: its `loss` and `mask_loss` already skip
-    the relay when there is none."""
-
-    def _relayed_feat(self, x: tuple[Tensor, ...], rois: Tensor, semantic_feat: Tensor | None,
-                      glbctx_feat: Tensor | None) -> Tensor | None:
-        """The last box head's relayed feature for `rois`; None (and no extra box forward) without a
-        feature relay head."""
-        if not self.with_feat_relay:
-            return None
-        shared = self._bbox_forward(stage=-1, x=x, rois=rois, semantic_feat=semantic_feat,
-                                    glbctx_feat=glbctx_feat)["relayed_feat"]
-        return self.feat_relay_head(shared)
-
-    def predict_mask(self, x: tuple[Tensor, ...], semantic_heat: Tensor | None, glbctx_feat: Tensor | None,
-                     batch_img_metas: list[dict], results_list: InstanceList,
-                     rescale: bool = False) -> InstanceList:
-        bboxes = [res.bboxes for res in results_list]
-        mask_rois = bbox2roi(bboxes)
-        if mask_rois.shape[0] == 0:
-            return empty_instances(batch_img_metas=batch_img_metas, device=mask_rois.device, task_type="mask",
-                                   instance_results=results_list, mask_thr_binary=self.test_cfg.mask_thr_binary)
-        relayed_feat = self._relayed_feat(x, mask_rois, semantic_heat, glbctx_feat)
-        mask_preds = self._mask_forward(x=x, rois=mask_rois, semantic_feat=semantic_heat, glbctx_feat=glbctx_feat,
-                                        relayed_feat=relayed_feat)["mask_preds"]
-        mask_preds = mask_preds.split(tuple(len(b) for b in bboxes), 0)
-        return self.mask_head.predict_by_feat(mask_preds=mask_preds, results_list=results_list,
-                                              batch_img_metas=batch_img_metas, rcnn_test_cfg=self.test_cfg,
-                                              rescale=rescale)
-
-    def forward(self, x: tuple[Tensor, ...], rpn_results_list: InstanceList,
-                batch_data_samples: SampleList) -> tuple:
-        semantic_feat, glbctx_feat = _context(self, x)
-        rois, cls_scores, bbox_preds, counts = _refined(self, x, rpn_results_list, batch_data_samples,
-                                                        semantic_feat, glbctx_feat)
-        relayed_feat = self._relayed_feat(x, rois, semantic_feat, glbctx_feat)
-        mask_preds = self._mask_forward(x=x, rois=rois, semantic_feat=semantic_feat, glbctx_feat=glbctx_feat,
-                                        relayed_feat=relayed_feat)["mask_preds"]
-        return cls_scores, bbox_preds, mask_preds.split(counts, 0)
 
 
 @MODELS.register_module()
@@ -153,11 +85,7 @@ class SemanticCascadeRoIHead(HTCMeanMaskRoIHead):
               branch: str) -> Tensor:
         """RoI features plus the pooled semantic features (as HTC) and the RoI's image's global context
         feature (as SCNet's _fuse_glbctx)."""
-        if self.with_semantic and branch in self.semantic_fusion and semantic_feat is not None:
-            semantic = self.semantic_roi_extractor([semantic_feat], rois)
-            if semantic.shape[-2:] != feats.shape[-2:]:
-                semantic = F.adaptive_avg_pool2d(semantic, feats.shape[-2:])
-            feats = feats + semantic
+        feats = fuse_semantic(self, feats, rois, semantic_feat, branch)
         if self.with_glbctx and glbctx_feat is not None:
             feats = feats + glbctx_feat[rois[:, 0].long()]  # (n, C, 1, 1): broadcast over each RoI
         return feats
@@ -296,7 +224,7 @@ class SemanticCascadeRoIHead(HTCMeanMaskRoIHead):
     def predict(self, x: tuple[Tensor, ...], rpn_results_list: InstanceList, batch_data_samples: SampleList,
                 rescale: bool = False) -> InstanceList:
         batch_img_metas = [s.metainfo for s in batch_data_samples]
-        semantic_feat, glbctx_feat = _context(self, x)
+        semantic_feat, glbctx_feat = context_feats(self, x)
         # the mask branch rescales boxes and masks together
         results_list = self.predict_bbox(x=x, batch_img_metas=batch_img_metas, rpn_results_list=rpn_results_list,
                                          rcnn_test_cfg=self.test_cfg, rescale=False, semantic_feat=semantic_feat,
@@ -318,9 +246,8 @@ class SemanticCascadeRoIHead(HTCMeanMaskRoIHead):
 
     def forward(self, x: tuple[Tensor, ...], rpn_results_list: InstanceList,
                 batch_data_samples: SampleList) -> tuple:
-        semantic_feat, glbctx_feat = _context(self, x)
-        rois, cls_scores, bbox_preds, counts = _refined(self, x, rpn_results_list, batch_data_samples,
-                                                        semantic_feat, glbctx_feat)
+        semantic_feat, glbctx_feat, rois, cls_scores, bbox_preds, counts = tensor_box_pass(
+            self, x, rpn_results_list, batch_data_samples)
         logits = self._test_mask_logits(x, rois, semantic_feat, glbctx_feat)
         return cls_scores, bbox_preds, self._merged_masks(logits, list(counts),
                                                           [s.metainfo for s in batch_data_samples])

@@ -1,6 +1,6 @@
-"""GRoIE, the Generic RoI Extractor (SBR-CNN section 3.3): a RoI is pooled from every FPN level, each
-pooled map goes through the same pre-processing module (shared weights), the maps are summed, and the
-sum goes through the post-processing module.
+"""GRoIE, the Generic RoI Extractor (GRoIE, ICPR 2020; SBR-CNN section 3.3): a RoI is pooled from every
+FPN level, each pooled map goes through the same pre-processing module (shared weights), the maps are
+summed, and the sum goes through the post-processing module.
 
 MMDetection's `GenericRoIExtractor` does this with at most one plugin before and one after. The
 SBR-CNN ablations (Tables 8-9) also chain two convolutions (7x3 -> 3x7), so here `pre_cfg` and

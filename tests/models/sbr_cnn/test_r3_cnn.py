@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TABLE3
-from steps import batch, build, predict
+from steps import build, data, predict
 
 from sbrrepro.configs import build_config, build_model, full_scale
 from sbrrepro.params import trainable
@@ -34,7 +34,7 @@ def test_full_scale_trainable_parameters_match_sbr_cnn_table2(plan, tmp_path):
 
 @pytest.mark.parametrize("loops", [1, 3])
 def test_r3_cnn_trains_and_predicts_on_cpu(plan, smoke, loops):
-    from sbrrepro.models import iou_recorder
+    from sbrrepro.models.common import iou_recorder
 
     row = dataclasses.replace(plan.rows[1], options={**plan.rows[3].options, "loops": loops, "eval_loops": loops,
                                                      "alternation": "a" * loops,
@@ -46,7 +46,7 @@ def test_r3_cnn_trains_and_predicts_on_cpu(plan, smoke, loops):
     model.train()
     iou_recorder._counts.clear()
 
-    losses = model(**batch(cfg, model, "train"), mode="loss")
+    losses = model(**data(cfg, model, True), mode="loss")
     assert {f"s{t}.loss_cls" for t in range(loops)} <= set(losses)
     assert {f"s{t}.loss_mask" for t in range(loops)} <= set(losses)
     total, _ = model.parse_losses(losses)

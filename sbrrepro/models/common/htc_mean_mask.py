@@ -1,17 +1,18 @@
-"""HTC whose test-time mask is the mean of every stage's mask, as the HTC paper, MMDetection 2.x
-and the SBR-CNN authors' HTC compute it.
+"""HTC whose test-time mask is the mean of every stage's mask, as the HTC paper, MMDetection 2.x and the
+SBR-CNN authors' HTC compute it (SBR-CNN's HTC baselines; SCNet's semantic cascade builds on it).
 
-MMDetection 3.3's `HybridTaskCascadeRoIHead._mask_forward` appends to the list it averages after
-its stage loop, so only the last stage's mask is kept; and without mask information flow it takes
-each head's (logits, features) pair for logits. Training is MMDetection's own.
+MMDetection 3.3's `HybridTaskCascadeRoIHead._mask_forward` appends to the list it averages after its
+stage loop, so only the last stage's mask is kept; and without mask information flow it takes each
+head's (logits, features) pair for logits. Training is MMDetection's own.
 """
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from mmdet.models.roi_heads import HybridTaskCascadeRoIHead
 from mmdet.registry import MODELS
 from torch import Tensor
+
+from .semantic_fusion import fuse_semantic
 
 
 @MODELS.register_module()
@@ -21,12 +22,7 @@ class HTCMeanMaskRoIHead(HybridTaskCascadeRoIHead):
         if training:
             return super()._mask_forward(stage, x, rois, semantic_feat, training)
         extractor = self.mask_roi_extractor[stage]
-        feats = extractor(x[:extractor.num_inputs], rois)
-        if self.with_semantic and "mask" in self.semantic_fusion:
-            semantic = self.semantic_roi_extractor([semantic_feat], rois)
-            if semantic.shape[-2:] != feats.shape[-2:]:
-                semantic = F.adaptive_avg_pool2d(semantic, feats.shape[-2:])
-            feats = feats + semantic
+        feats = fuse_semantic(self, extractor(x[:extractor.num_inputs], rois), rois, semantic_feat, "mask")
         # predict_mask averages the sigmoid of every logit map in this list (merge_aug_masks)
         masks, last_feat = [], None
         for head in self.mask_head:

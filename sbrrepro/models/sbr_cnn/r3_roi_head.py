@@ -32,7 +32,7 @@ from mmengine.model import ModuleList
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from .iou_recorder import IoURecordingSampler
+from ..common import IoURecordingSampler
 
 
 def _as_list(cfg, n: int) -> list:

@@ -21,7 +21,7 @@ from mmdet.registry import MODELS  # noqa: E402
 from mmdet.utils import register_all_modules  # noqa: E402
 
 import sbrrepro.models  # noqa: E402, F401  (registers the plugins)
-from sbrrepro.models import FCCBBoxHead, FCCMaskIoUHead, NonLocal2dK  # noqa: E402
+from sbrrepro.models.sbr_cnn import FCCBBoxHead, FCCMaskIoUHead, NonLocal2dK  # noqa: E402
 from sbrrepro.params import trainable
 
 
@@ -75,7 +75,7 @@ def test_nonlocal_builds_as_a_plugin_and_starts_as_identity():
     x = torch.randn(3, 256, 7, 7)
     torch.testing.assert_close(block(x), x)  # conv_out is zero: identity
     assert block(torch.zeros(0, 256, 7, 7)).shape == (0, 256, 7, 7)
-    assert importlib.import_module("sbrrepro.models.non_local").NonLocal2dK is NonLocal2dK
+    assert importlib.import_module("sbrrepro.models.sbr_cnn.non_local").NonLocal2dK is NonLocal2dK
 
 
 # ---- parameter counts at full width -------------------------------------------------------------

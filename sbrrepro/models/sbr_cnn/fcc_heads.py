@@ -19,7 +19,7 @@ from mmengine.model import Sequential
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
-from ..vocabulary import L2C
+from ...vocabulary import L2C
 from .non_local import NonLocal2dK
 
 

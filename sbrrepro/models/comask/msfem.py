@@ -1,31 +1,21 @@
-"""CoMask's multi-scale feature enhancement module (MSFEM) and the MFPN neck built from it.
+"""CoMask's multi-scale feature enhancement module (MSFEM, Sec. 3.1, Eqs. 1-7), in two variants:
 
-Chen et al., "Accurate Instance Segmentation via Collaborative Learning", Sec. 3.1, Eqs. 1-7. Two variants:
+- ``'paper'`` (Eqs. 1-7): branches F_i = C2^i(F), i = 0..B-1 (C2: 3x3 stride-2 conv + GN + ReLU; F_0 = F),
+  each upsampled back to F's size, concatenated (B*C channels), a 1x1 conv to C (F_f), channel attention
+  (GAP, FC, ReLU, FC, sigmoid) multiplied onto F_f, then a 3x3 stride-1 conv (F_O).
+- ``'code'``: the authors' public module (``SIM`` with ``attention='RCA'``): cascaded branches, a plain 1x1
+  ``reduce`` conv and a residual channel attention; with fewer than 3 branches it returns its input.
 
-- ``'paper'`` (Eqs. 1-7): branches F_i = C2^i(F), i = 0..B-1 (C2: 3x3 stride-2 conv; F_0 = F), each upsampled back
-  to F's size, concatenated (B*C channels), a 1x1 conv to C (F_f), channel attention (GAP, FC, ReLU, FC, sigmoid)
-  multiplied onto F_f, then a 3x3 stride-1 conv (F_O). MFPN puts one MSFEM after each FPN output, P2-P6
-  ("five MSFEMs after the FPN at five feature levels").
-- ``'code'``: the authors' public code (clelouch/CoMask, mmdet 1.x: ``SIM`` with ``attention='RCA'`` in
-  ``MFPN``, as their COCO config ``configs/SID/SID_r50_mfpn_2x.py`` builds it), re-implemented here: cascaded
-  branches, a plain 1x1 ``reduce`` conv and a residual channel attention; the module replaces the FPN's 3x3
-  output conv on P2-P5 and P6 stays the max-pool of the new P5. With fewer than 3 branches that module returns
-  its input unchanged, so CoMask_1 and CoMask_2 (Table 2) are the same network there.
-
-Where the paper is silent the 'paper' variant takes the code's choices: GroupNorm + ReLU after every stride-2 conv,
-bilinear upsampling with ``align_corners=True``, attention reduction 4,
-no FC biases, Xavier-uniform init of convs and FCs. Both classes are registered in MMDetection's MODELS.
+Where the 'paper' variant's choices come from: README.md beside this file. Registered in MMDetection's
+MODELS; `mfpn.MFPN` is the neck built from it.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
-from mmdet.models.necks import FPN
 from mmdet.registry import MODELS
-from mmengine.model import BaseModule, Sequential
+from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 VARIANTS = ("paper", "code")
@@ -154,46 +144,3 @@ class MSFEM(BaseModule):
         # concatenation order of the code: x, deepest, ..., shallowest (it fixes which `reduce` weights see what)
         y = self.attention(self.reduce(torch.cat(feats, dim=1)))
         return F.relu(y + self.refine(y))
-
-
-@MODELS.register_module()
-class MFPN(FPN):
-    """MMDetection's FPN with an MSFEM on each output level.
-
-    ``'paper'``: one MSFEM (not shared) after each of the ``num_outs`` outputs, i.e. after the FPN's own output
-    convs and extra levels (P2-P6 in Mask R-CNN). ``'code'``: an MSFEM replaces the 3x3 output conv of each
-    backbone level (P2-P5); max-pooled extra levels pool the new top output, and extra convs (if
-    ``add_extra_convs``) are each followed by an MSFEM, as in the authors' MFPN.
-
-    Args: FPN's (keywords after ``num_outs``; ``init_cfg`` defaults to Xavier-uniform on convs and FCs, the
-    authors' init), plus ``branches``, ``variant`` and ``norm_groups`` of :class:`MSFEM`. The neck's
-    ``norm_cfg``/``act_cfg`` apply to the FPN's own convs only; the authors' COCO config sets neither.
-    """
-
-    def __init__(self, in_channels: list[int], out_channels: int, num_outs: int, *, branches: int = 4,
-                 variant: str = "paper", norm_groups: int = 32, **fpn_kwargs: Any) -> None:
-        # validate first, so a bad setting fails with a message rather than inside FPN or GroupNorm
-        check_msfem_args(out_channels, branches, variant, norm_groups)
-        if not isinstance(in_channels, (list, tuple)) or not in_channels:
-            raise ValueError(f"MFPN in_channels must be a non-empty list of ints, got {in_channels!r}")
-        fpn_kwargs.setdefault("init_cfg", XAVIER)
-        super().__init__(list(in_channels), out_channels, num_outs, **fpn_kwargs)
-        self.branches = branches
-        self.variant = variant
-
-        def msfem() -> MSFEM:
-            return MSFEM(out_channels, branches=branches, variant=variant, norm_groups=norm_groups)
-
-        if variant == "paper":
-            self.msfems = nn.ModuleList(msfem() for _ in range(num_outs))
-            return
-        levels = len(self.lateral_convs)
-        for i, conv in enumerate(self.fpn_convs):
-            # the FPN's forward calls fpn_convs[i] as it is, so swapping the entries is the whole change
-            self.fpn_convs[i] = msfem() if i < levels else Sequential(conv, msfem())
-
-    def forward(self, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        outs = super().forward(inputs)
-        if self.variant == "code":
-            return outs
-        return tuple(m(out) for m, out in zip(self.msfems, outs))

@@ -24,9 +24,9 @@ from mmdet.structures.bbox import bbox_overlaps
 from mmengine import dist
 from mmengine.hooks import Hook
 
-from ..files import atomic_write
-from ..layout import RunPaths
-from ..results import read_histograms
+from ...files import atomic_write
+from ...layout import RunPaths
+from ...results import read_histograms
 
 BIN_EDGES = {"proposals": np.round(np.arange(0.0, 1.0001, 0.05), 2),
              "positives": np.round(np.arange(0.5, 1.0001, 0.05), 2)}
