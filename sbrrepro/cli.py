@@ -190,7 +190,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     plans = [] if args.rows else [load_plan(p) for p in dict.fromkeys(p for p, _ in registered)]
     states = jobs.states(study, _trained(registered))
     _print_states(states, args.json, plans=plans, epochs=None if args.json else _epochs(study, states))
+    if states and not args.json:  # `status --json` stays one JSON document
+        print(f"watch the curves: tensorboard --logdir {_shell_path(study.paths.root / 'runs')}")
     return 0
+
+
+def _shell_path(path: Path) -> str:
+    """`path` as a user would type it here: relative to the working folder where it lies inside it."""
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
 def cmd_check_data(args: argparse.Namespace) -> int:

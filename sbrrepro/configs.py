@@ -28,14 +28,13 @@ from .files import atomic_write
 from .layout import StudyPaths
 from .plan import Plan, Row, config_node
 from .profiles import Profile
-from .zoo import MODELS
+from .zoo import MODELS, Model
 
 PLUGINS = "sbrrepro.models"
 HASH_LEN = 12
 # Splits whose annotations are withheld (COCO's evaluation server scores them) -> the split that the
 # rows' trainings validate on: a test-dev row evaluates the training that its val2017 rows share.
 SERVER_SPLITS = {"test-dev2017": "val2017"}
-SEMANTIC_HEADS = ("FusedSemanticHead", "SCNetSemanticHead")  # their classes are the stuff maps' own
 
 
 @dataclass(frozen=True)
@@ -200,13 +199,13 @@ def _apply_data(cfg: dict, scale: Scale, recipe: dict[str, Any], root: str) -> N
         cfg["test_evaluator"].update(ann_file=root + ann, format_only=True, outfile_prefix="detections")
 
 
-def _apply_classes(model: dict, scale: Scale) -> None:
-    """The dataset's classes in every head; a semantic head has the maps' own labels (COCO-stuff's
-    where the dataset does not say)."""
+def _apply_classes(model: dict, scale: Scale, semantic_heads: tuple[str, ...]) -> None:
+    """The dataset's classes in every head; a semantic head (of `semantic_heads`, the model's) has the
+    maps' own labels (COCO-stuff's where the dataset does not say)."""
     def update(d: dict) -> None:
         if "num_classes" not in d:
             return
-        if d.get("type") not in SEMANTIC_HEADS:
+        if d.get("type") not in semantic_heads:
             d["num_classes"] = len(scale.classes)
         elif scale.semantic_classes:
             d["num_classes"] = scale.semantic_classes
@@ -214,16 +213,14 @@ def _apply_classes(model: dict, scale: Scale) -> None:
     _walk(model, update)
 
 
-def _apply_smoke(cfg: dict, scale: Scale, recipe: dict[str, Any]) -> None:
+def _apply_smoke(cfg: dict, scale: Scale, recipe: dict[str, Any], spec: Model) -> None:
+    """MMDetection's standard keys shrunk alike for every row, then the model's own modules (its
+    `smoke` narrowings)."""
     model = cfg["model"]
     # ResNet-18 from scratch: nothing pretrained to freeze or to keep the BN statistics of. GC-Net's
     # context blocks and DCN exist in bottleneck blocks only: there, a ResNet-50 with a quarter of its
     # channels has ResNet-18's stage widths (64-512).
     backbone = model["backbone"]
-    if backbone["type"] == "ResNeXt":  # ResNeXt has no depth 18: the same ResNet-18 as every row
-        backbone["type"] = "ResNet"
-        for key in ("groups", "base_width"):
-            backbone.pop(key)
     if backbone.get("plugins") or backbone.get("dcn"):
         backbone.update(depth=50, base_channels=16)
     else:
@@ -240,21 +237,19 @@ def _apply_smoke(cfg: dict, scale: Scale, recipe: dict[str, Any]) -> None:
     w = scale.width
 
     def narrow(d: dict) -> None:  # the paper's 256-channel neck and heads (1024-wide fcs) at width w
-        for key in ("in_channels", "out_channels", "feat_channels", "conv_out_channels", "out_conv_channels",
-                    "output_channels"):
+        for key in ("in_channels", "out_channels", "feat_channels", "conv_out_channels"):
             if d.get(key) == 256:
                 d[key] = w
             elif isinstance(d.get(key), int) and d[key] in stage_widths:
                 d[key] = stage_widths[d[key]]
-        for key in ("fc_out_channels", "deform_fc_channels"):
-            if d.get(key) == 1024:
-                d[key] = 4 * w
-        if d.get("type") == "FeatureRelayHead":  # reads the box head's 1024-wide shared fc features
-            d["in_channels"] = 4 * w
+        if d.get("fc_out_channels") == 1024:
+            d["fc_out_channels"] = 4 * w
 
     for part, sub in model.items():
         if part not in ("backbone", "data_preprocessor", "train_cfg", "test_cfg"):
             _walk(sub, narrow)
+    for own in spec.smoke:
+        own(model, w)
     tr, te = model.get("train_cfg") or {}, model.get("test_cfg") or {}
     if "rpn_proposal" in tr:  # two-stage detectors
         tr["rpn_proposal"].update(nms_pre=scale.proposals_train, max_per_img=scale.proposals_train)
@@ -309,9 +304,9 @@ def _build(row: Row, scale: Scale, root: str) -> dict:
         _apply_schedule(cfg, row.recipe, scale.epochs)
     _apply_data(cfg, scale, row.recipe, root)
     if scale.classes:
-        _apply_classes(cfg["model"], scale)
+        _apply_classes(cfg["model"], scale, model.semantic_heads)
     if scale.name == "smoke":
-        _apply_smoke(cfg, scale, row.recipe)
+        _apply_smoke(cfg, scale, row.recipe, model)
     cfg["custom_hooks"] = [*cfg.get("custom_hooks", []), dict(type="IoUHistogramHook")]
     cfg["env_cfg"]["dist_cfg"]["backend"] = "nccl"  # the job switches to gloo where there is no GPU
     return cfg
@@ -326,14 +321,33 @@ def _placed(node: Any, token: str, root: str) -> Any:
     return root + node[len(token):] if isinstance(node, str) and node.startswith(token) else node
 
 
+TENSORBOARD = "TensorboardVisBackend"
+
+
+def with_tensorboard(cfg: dict) -> dict:
+    """`cfg` with MMEngine's TensorBoard backend beside its visualizer's other backends, once (a
+    config without a visualizer gets MMEngine's default one): the runner writes the event files into
+    its log dir, `<work_dir>/<timestamp>/vis_data/` beside scalars.json, so `tensorboard --logdir
+    STUDY/runs` shows every run's curves as they are logged."""
+    visualizer = cfg.get("visualizer") or dict(type="Visualizer", name="visualizer",
+                                                vis_backends=[dict(type="LocalVisBackend")])
+    backends = list(visualizer.get("vis_backends") or [])
+    if TENSORBOARD not in (str(b.get("type")).rsplit(".", 1)[-1] for b in backends):  # `mmengine.X` is X
+        backends.append(dict(type=TENSORBOARD))
+    return {**cfg, "visualizer": {**visualizer, "vis_backends": backends}}
+
+
 def keyed_config(row: Row, scale: Scale) -> tuple[str, dict]:
     """The row's key, <model>-<hash of its config content with the data's identity for its root>,
-    and its complete config (the real data root), as a plain dict."""
+    and its complete config (the real data root, TensorBoard's backend), as a plain dict."""
     token = f"<{scale.data_id}>/"
     located = _build(row, scale, token)
     text = json.dumps(located, sort_keys=True, separators=(",", ":"), default=str)
     key = f"{row.model}-{hashlib.sha256(text.encode()).hexdigest()[:HASH_LEN]}"
-    return key, _placed(located, token, str(scale.data_root).rstrip("/") + "/")
+    placed = _placed(located, token, str(scale.data_root).rstrip("/") + "/")
+    # Outside the key, as the data root is: TensorBoard only observes a training, it changes nothing
+    # trained, and trainings done before it was added are not trained again.
+    return key, with_tensorboard(placed) if MODELS[row.model].trains else placed
 
 
 def build_config(row: Row, scale: Scale) -> dict:

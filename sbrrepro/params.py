@@ -16,21 +16,14 @@ from .metrics import PARAM_UNITS, from_params
 from .plan import Plan, Row
 from .training import trainable
 from .verify import MISSING, compare, number
+from .zoo import MODELS
 
 
-def _layers(head: Any) -> list[Any]:
-    """The shared layers of a detection head in order (convs and FCs with their own weights),
-    without the classifier and regressor."""
-    import torch
-
-    return [m for name, m in head.named_modules()
-            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and not name.startswith(("fc_cls", "fc_reg"))]
-
-
-def count(cfg: dict) -> int:
-    """Trainable parameters of a config's model; with `layer`, of that shared layer of the head."""
-    model = build_model(cfg)
-    return trainable(_layers(model)[cfg["layer"]]) if "layer" in cfg else trainable(model)
+def count(row: Row) -> int:
+    """Trainable parameters of what the paper counts of a row's model (the model's `counted`), built
+    at the paper's scale."""
+    model = build_model(build_config(row, full_scale(Path("coco"))))  # paths only, nothing read
+    return trainable(MODELS[row.model].counted(model, row.options))
 
 
 class Counts:
@@ -44,7 +37,7 @@ class Counts:
     def __call__(self, row: Row) -> int:
         key = json.dumps([row.model, row.options], sort_keys=True)
         if key not in self.known:
-            self.known[key] = count(build_config(row, full_scale(Path("coco"))))  # paths only, nothing read
+            self.known[key] = count(row)
             if self.path:
                 atomic_write(self.path, json.dumps(self.known, indent=1))
         return self.known[key]

@@ -20,16 +20,19 @@ from .errors import UserError
 from .figures import KINDS
 from .metrics import VOCABULARY
 from .schema import Field, one_of, positive, validate
-from .zoo import MODELS
-from .zoo.stock import MMDET
+from .zoo import BACKBONES, MODELS, based
 
-PAPERS = ("sbr-cnn", "groie", "ms-subnet", "scnet", "comask")
 MAIN_PAPER = "sbr-cnn"  # the paper sbrrepro is named after: `plans/table5.yaml` is its Table 5
-BACKBONES = ("resnet50_fpn", "resnet50_c4", "resnet101_fpn", "resnext101_64x4d_fpn",
-             "as_configured")  # as_configured: a `base` config's own, in a plan without a recipe
 # libyaml's safe loader where PyYAML was built with it: ten times quicker over a paper's plans
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 RECIPE_FILE = "recipe.yaml"  # a paper's recipe, beside its plans: `plans/<paper>/*.yaml` names it too
+PLANS = Path(__file__).resolve().parents[1] / "plans"  # the repository's plans, beside the package
+
+
+def papers() -> list[str]:
+    """The papers sbrrepro reproduces: the repository's plan folders that hold a paper's recipe (the
+    others, such as plans/examples, are studies of their own)."""
+    return sorted(recipe.parent.name for recipe in PLANS.glob(f"*/{RECIPE_FILE}"))
 
 
 def locate(path: str | Path) -> Path:
@@ -107,7 +110,7 @@ RECIPE_FIELDS = {
 }
 PLAN_FIELDS = {
     "paper": Field(str, check=lambda v: _name(v) and f"{v!r}: use letters, digits, '_' and '-' only (one of "
-                   f"{', '.join(PAPERS)}, or your own study's name)"),
+                   f"{', '.join(papers())}, or your own study's name)"),
     "table": Field(str, check=_name, help="the table's or figure's name in the paper, e.g. '3' or 'fig3'"),
     "title": Field(str),
     "metrics": Field(("list", str), check=_metrics_check),
@@ -255,48 +258,18 @@ def _load_yaml(path: Path, where: str, field: str | None) -> Any:
 
 
 def _based(r: dict[str, Any], plan_dir: Path, where: str, prefix: str) -> dict[str, Any]:
-    """A row with `base`: the zoo's `config` model on that config (a file: resolved from the plan)."""
+    """A row with `base`: the zoo's model that starts from a config, on that config."""
     base = r.pop("base")
     if base is None:
         return r
     if r["model"] is not None or r["options"]:
         raise UserError(where, prefix + "base", "a row starts from a zoo model (model, options) or from a config "
                         "(base), not both")
-    if base.startswith(MMDET):
-        from .zoo._parts import stock
-
-        try:
-            stock(base[len(MMDET):])
-        except FileNotFoundError:
-            raise UserError(where, prefix + "base", f"{base}: MMDetection ships no such config (paths as in its "
-                            "configs folder, e.g. mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py)") from None
-    else:
-        path = (plan_dir / base).resolve()
-        if not path.is_file():
-            raise UserError(where, prefix + "base", f"{path} is missing (a config file, relative to the plan)")
-        base = str(path)
-    return {**r, "model": "config", "options": {"base": base}}
-
-
-def _base_recipe(cfg: dict, where: str, field: str) -> dict[str, Any]:
-    """What a config's own schedule is, in a recipe's terms (for costs, the smoke scale and reports;
-    the config's own schedule is what trains)."""
-    try:
-        steps = next(s["milestones"] for s in cfg["param_scheduler"] if s["type"] == "MultiStepLR")
-        warmup = next((s for s in cfg["param_scheduler"] if s["type"] == "LinearLR"), None)
-        optimizer = cfg["optim_wrapper"]["optimizer"]
-        batch = cfg["train_dataloader"]["batch_size"]
-        resize = next(t["scale"] for t in cfg["train_dataloader"]["dataset"]["pipeline"] if t["type"] == "Resize")
-        return dict(dataset="coco2017", backbone="as_configured", epochs=cfg["train_cfg"]["max_epochs"],
-                    lr_steps=list(steps), warmup_iters=warmup["end"] if warmup else 0,
-                    warmup_ratio=warmup["start_factor"] if warmup else 1.0,
-                    optimizer={k: optimizer[k] for k in ("type", "lr", "momentum", "weight_decay")},
-                    images_per_gpu=batch, nodes=1,
-                    gpus_per_node=max(1, cfg.get("auto_scale_lr", {}).get("base_batch_size", 16) // batch),
-                    image_scale=list(resize))
-    except (KeyError, StopIteration, TypeError):
-        raise UserError(where, field, "this base config's schedule is not an epoch schedule with MultiStepLR, SGD "
-                        "and a Resize: give the plan a recipe") from None
+    found = based(base, plan_dir)
+    if isinstance(found, str):
+        raise UserError(where, prefix + "base", found)
+    model, options = found
+    return {**r, "model": model, "options": options}
 
 
 def _row(r: dict[str, Any], recipe: dict[str, Any], label: str, seeds: list[int] | None, where: str,
@@ -319,7 +292,7 @@ def _row(r: dict[str, Any], recipe: dict[str, Any], label: str, seeds: list[int]
     if isinstance(finished, str):
         raise UserError(where, prefix + "options", finished)
     own_schedule = not recipe
-    if own_schedule and r["model"] != "config":
+    if own_schedule and spec.own_schedule is None:
         raise UserError(where, prefix + "model", "a plan without a recipe runs `base` configs on their own "
                         "schedule; a zoo model needs the plan's recipe (recipe or recipe_file)")
     if own_schedule and r["recipe"]:
@@ -327,7 +300,9 @@ def _row(r: dict[str, Any], recipe: dict[str, Any], label: str, seeds: list[int]
                         "schedule: give the plan a recipe to change it")
     built = spec.build(finished) if own_schedule or r["cfg"] else None  # once, for the checks that read it
     if own_schedule:
-        recipe = _base_recipe(built, where, prefix + "base")
+        recipe = spec.own_schedule(built)
+        if isinstance(recipe, str):
+            raise UserError(where, prefix + "base", recipe)
     row_recipe = _recipe({**recipe, **r["recipe"]}, where, prefix + "recipe.")
     if (backbone := spec.backbone(finished)) not in (None, row_recipe["backbone"]):
         raise UserError(where, prefix + "recipe.backbone", f"the recipe says {row_recipe['backbone']}, but "

@@ -11,7 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
-STACK = ("sbrrepro", "torch", "mmcv", "mmdet", "mmengine", "numpy", "pycocotools", "submitit")
+STACK = ("sbrrepro", "torch", "mmcv", "mmdet", "mmengine", "numpy", "pycocotools", "submitit", "tensorboard")
 
 
 def installed(name: str) -> str | None:

@@ -223,3 +223,23 @@ def test_report_pages_compile_and_render_in_a_real_browser(study, cli, tmp_path)
     image = Image.open(shot).convert("L")
     assert image.size == (1400, 2400)
     assert len(set(image.getdata())) > 50, "the screenshot shows a rendered page, not a blank one"
+
+
+def test_tensorboard_reads_each_trainings_curves_from_its_work_dir(study, cli):
+    """Every training's event files are in its own work dir (runs/<key>/<timestamp>/vis_data/, beside
+    scalars.json), where `tensorboard --logdir STUDY/runs` finds them; TensorBoard's own reader finds
+    the loss and the learning rate per logged iteration and the validation AP."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    root, _, _, _ = study
+    keys = sorted({s["key"] for s in _json(cli("status", "--study", str(root), "--json"))})
+    assert len(keys) == 2
+    for key in keys:
+        vis_data = [p.parent for p in (root / "runs" / key).glob("*/vis_data/events.out.tfevents.*")]
+        assert len(vis_data) == 1 and (vis_data[0] / "scalars.json").exists(), key
+        events = EventAccumulator(str(vis_data[0]))
+        events.Reload()
+        for tag in ("loss", "lr", "coco/bbox_mAP", "coco/segm_mAP"):
+            assert tag in events.Tags()["scalars"] and events.Scalars(tag), (key, tag, events.Tags())
+        losses = events.Scalars("loss")
+        assert all(v.value > 0 for v in losses) and [v.step for v in losses] == sorted({v.step for v in losses})

@@ -326,8 +326,9 @@ def test_collect_and_status_fit_a_terminal_and_stay_plain_in_a_pipe(crafted, cli
     piped = cli("collect", "--study", str(study.root)).stdout
     assert "\033[" not in piped and max(map(len, piped.splitlines())) > 70, "a pipe gets the whole width, plain"
     status = _in_terminal(["status", "--study", str(study.root)], 60).splitlines()
-    assert all(len(line) <= 60 for line in status), status
-    assert status[-1] == "rows done: 4 of 6 (runs: 6 of 8) · new: 2"  # row 1: three seeds, three runs
+    assert all(len(line) <= 60 for line in status[:-1]), status  # the last: a command to copy, whole
+    assert status[-2] == "rows done: 4 of 6 (runs: 6 of 8) · new: 2"  # row 1: three seeds, three runs
+    assert status[-1] == f"watch the curves: tensorboard --logdir {study.root / 'runs'}"
 
 
 def test_progress_names_the_epoch_each_running_training_reached(tmp_path):

@@ -3,6 +3,8 @@ per paper, plus `stock` for MMDetection's own baselines). Plain data and plain d
 a config imports neither torch nor the plugins.
 
 A new paper adds one module here that defines `MODELS: list[Model]`; nothing else lists models.
+Everything that generic code needs to know of a model is one of its hooks: the configs stage, the
+plan loader and the parameter counts call them without knowing which model they hold.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..schema import Field
 from ._parts import COST_BASIS  # noqa: F401  (what the models' GPU-hour estimates rest on)
 
 Options = dict[str, Any]
+# A smoke-scale narrowing of a model's own modules: (the config's `model`, the neck's and heads' width).
+Narrowing = Callable[[dict, int], None]
 
 
 def _same(o: Options) -> Options:
@@ -44,6 +49,21 @@ class Model:
     trains: bool = True  # False: nothing to train or evaluate (counted or computed from annotations)
     # The backbone it builds, as recipes name it: a plan's recipe must name the same (None: any).
     backbone: Callable[[Options], str | None] = lambda o: "resnet50_fpn"
+    # Every name it may stand for in a recipe (what `backbone` answers, what `own_schedule` sets): the
+    # zoo's are what a recipe's backbone may be.
+    backbones: tuple[str, ...] = ("resnet50_fpn",)
+    # At smoke scale, once MMDetection's standard keys are narrowed: its own modules narrowed, in order.
+    smoke: tuple[Narrowing, ...] = ()
+    # Module types whose classes are the semantic maps' labels; every other head takes the dataset's.
+    semantic_heads: tuple[str, ...] = ()
+    # The built model (a torch module) -> what of it the paper counts the trainable parameters of.
+    counted: Callable[[Any, Options], Any] = lambda module, o: module
+    # A plan row's `base` (an MMDetection config: mmdet::<path>, or a file relative to the plan's
+    # folder) -> this model's options, or what is wrong with it; None: rows do not start from configs.
+    from_base: Callable[[str, Path], Options | str] | None = None
+    # Its built config -> the recipe its own schedule amounts to (a row of a plan without a recipe
+    # trains on it), or why it has none; None: it trains on the plan's recipe only.
+    own_schedule: Callable[[dict], dict[str, Any] | str] | None = None
 
 
 def _discover() -> dict[str, Model]:
@@ -59,3 +79,12 @@ def _discover() -> dict[str, Model]:
 
 
 MODELS: dict[str, Model] = _discover()
+BACKBONES: tuple[str, ...] = tuple(dict.fromkeys(b for m in MODELS.values() for b in m.backbones))
+
+
+def based(base: str, folder: Path) -> tuple[str, Options] | str:
+    """A plan row's `base` -> the model that starts from a config and its options on that one, or
+    what is wrong with it (see `Model.from_base`)."""
+    model = next(m for m in MODELS.values() if m.from_base is not None)
+    options = model.from_base(base, folder)
+    return options if isinstance(options, str) else (model.name, options)

@@ -55,6 +55,31 @@ def backbone_name(o: Options) -> str:
     return BACKBONES[o["backbone"]][1]
 
 
+BACKBONE_NAMES = tuple(name for _, name in BACKBONES.values())  # what a model with the option may build
+
+
+# ---- the smoke scale's narrowing of modules beyond MMDetection's standard keys ---------------------
+def narrow_backbone(model: dict, width: int) -> None:
+    """ResNeXt has no depth 18: a ResNet, the ResNet-18 that every smoke row's backbone is."""
+    backbone = model["backbone"]
+    if backbone["type"] == "ResNeXt":
+        backbone["type"] = "ResNet"
+        for key in ("groups", "base_width"):
+            backbone.pop(key)
+
+
+def narrow_relay(model: dict, width: int) -> None:
+    """SCNet's feature relay (MMDetection's FeatureRelayHead) reads the box head's shared fc features,
+    4 x width wide as the 1024 of the paper's 256 channels, and writes mask features of width."""
+    relay = model.get("roi_head", {}).get("feat_relay_head")
+    if relay:
+        relay.update(in_channels=4 * width, out_conv_channels=width)
+
+
+# The semantic branches of HTC (FusedSemanticHead) and SCNet: their classes are the semantic maps' own.
+SEMANTIC_HEADS = ("FusedSemanticHead", "SCNetSemanticHead")
+
+
 def three_stages(o: Options) -> dict[str, str]:
     """The IoU series of a three-stage cascade, as figures label them."""
     return {f"stage{k + 1}": f"stage {k + 1} (IoU ≥ {iou:g})" for k, iou in enumerate((0.5, 0.6, 0.7))}

@@ -11,7 +11,18 @@ import copy
 
 from ..schema import Field, one_of
 from . import Model
-from ._parts import BACKBONE, MASK_RCNN, Options, backbone, backbone_name, one_rcnn_stage, record_rcnn, stock
+from ._parts import (
+    BACKBONE,
+    BACKBONE_NAMES,
+    MASK_RCNN,
+    Options,
+    backbone,
+    backbone_name,
+    narrow_backbone,
+    one_rcnn_stage,
+    record_rcnn,
+    stock,
+)
 
 C = 256  # the paper's feature width
 # RoIs map to FPN levels by their area against their own image's (the authors' code), for both branches
@@ -66,6 +77,14 @@ def _build(o: Options) -> dict:
     return cfg
 
 
+def _narrow_pool(model: dict, width: int) -> None:
+    """D2Det's discriminative pooling at smoke width: it pools the neck's width channels through fcs
+    4 x width wide (the paper's 256 and 1024)."""
+    pool = model["roi_head"]["bbox_roi_extractor"]["roi_layer"]
+    if pool["type"] == "DiscriminativeRoIPool":
+        pool.update(output_channels=width, deform_fc_channels=4 * width)
+
+
 MODELS = [
     Model("comask", "CoMask", "CoMask: the MFPN neck and the collaborative-learning head on Mask R-CNN", _build,
           options={**BACKBONE,
@@ -77,5 +96,6 @@ MODELS = [
                                           "'w/o CL', a separate foreground map as D2Det's"),
                    "roi_pool": Field(str, "drp", one_of(*POOLS), "the classification branch's RoI pooling: "
                                      "D2Det's discriminative pooling (the code) or RoIAlign")},
-          iou_series=one_rcnn_stage, backbone=backbone_name),
+          iou_series=one_rcnn_stage, backbone=backbone_name, backbones=BACKBONE_NAMES,
+          smoke=(narrow_backbone, _narrow_pool)),
 ]

@@ -40,5 +40,5 @@ MODELS = [
           options={"backbone": Field(str, check=one_of(*BACKBONES), help="r50-c4 or r101-fpn"),
                    "subnet": Field(bool, False, None, "the multi-scale subnetwork in the mask branch")},
           gpu_hours_per_epoch=lambda o: hours_per_epoch(0), iou_series=one_rcnn_stage,
-          backbone=lambda o: BACKBONES[o["backbone"]][1]),
+          backbone=lambda o: BACKBONES[o["backbone"]][1], backbones=tuple(name for _, name in BACKBONES.values())),
 ]

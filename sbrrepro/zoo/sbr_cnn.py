@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import string
+from typing import Any
 
 from ..schema import Field, one_of, positive
 from ..vocabulary import L2C
@@ -164,6 +165,16 @@ def _head_layer(o: Options) -> dict:
     return {"model": head, "layer": o["layer"]}
 
 
+def _one_layer(head: Any, o: Options) -> Any:
+    """Table 1 counts the row's layer among the head's shared layers: its convs and FCs with their own
+    weights, in order, without the classifier and regressor."""
+    import torch
+
+    layers = [m for name, m in head.named_modules()
+              if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and not name.startswith(("fc_cls", "fc_reg"))]
+    return layers[o["layer"]]
+
+
 def _rpn_anchors(o: Options) -> dict:
     """Fig. 1: only the anchors of Mask R-CNN's RPN."""
     return {"anchor_generator": stock(MASK_RCNN)["model"]["rpn_head"]["anchor_generator"]}
@@ -200,7 +211,7 @@ MODELS = [
           _r3_cnn, options=_options(SBR_CNN), finish=_finish, training=_training, gpu_hours_per_epoch=_r3_hours,
           iou_series=_loop_series),
     Model("head_layer", "layer", "one shared layer of a detection head (SBR-CNN Table 1): counted, not trained",
-          _head_layer, options=_LAYER, finish=_finish_layer, trains=False),
+          _head_layer, options=_LAYER, finish=_finish_layer, trains=False, counted=_one_layer),
     Model("rpn_anchors", "RPN anchors", "the anchors of Mask R-CNN's RPN against the ground-truth boxes "
           "(Fig. 1): computed from annotations, not trained", _rpn_anchors, trains=False),
 ]

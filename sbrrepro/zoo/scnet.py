@@ -11,11 +11,15 @@ from ..schema import Field, one_of
 from . import Model
 from ._parts import (
     BACKBONE,
+    BACKBONE_NAMES,
     HTC_SEMANTIC,
+    SEMANTIC_HEADS,
     Options,
     backbone,
     backbone_name,
     hours_per_epoch,
+    narrow_backbone,
+    narrow_relay,
     one_rcnn_stage,
     record_rcnn,
     stock,
@@ -90,6 +94,10 @@ def _semantic_cascade(o: Options, stages: int = 3) -> dict:
     return cfg
 
 
+# Every model here: on the backbone option, with a semantic branch and, where asked, feature relay.
+_HOOKS = dict(backbone=backbone_name, backbones=BACKBONE_NAMES, smoke=(narrow_backbone, narrow_relay),
+              semantic_heads=SEMANTIC_HEADS)
+
 MODELS = [
     Model("scnet", "SCNet", "SCNet (sample consistency: one mask head on the last stage's samples), with feature "
           "relay and global context each switchable", _scnet,
@@ -97,15 +105,15 @@ MODELS = [
                    "glbctx_weight": Field(float, 3.0, lambda v: None if v >= 0 else f"must be >= 0, got {v}",
                                           "the global context loss weight (lambda)")},
           finish=_finish_scnet, gpu_hours_per_epoch=lambda o: hours_per_epoch(3), iou_series=three_stages,
-          backbone=backbone_name),
+          **_HOOKS),
     Model("cascade_semantic", "Cascade Mask R-CNN", "Cascade Mask R-CNN with HTC's semantic branch (SCNet's "
           "baseline); with feature relay per stage, global context or naive sample consistency",
           _semantic_cascade,
           options={**BACKBONE, **FEAT_RELAY, **GLBCTX,
                    "sc": Field(str, "none", one_of("none", "naive"), "naive sample consistency: every stage's mask "
                                "head trains on the last stage's samples")},
-          gpu_hours_per_epoch=lambda o: hours_per_epoch(3), iou_series=three_stages, backbone=backbone_name),
+          gpu_hours_per_epoch=lambda o: hours_per_epoch(3), iou_series=three_stages, **_HOOKS),
     Model("mask_rcnn_semantic", "Mask R-CNN", "Mask R-CNN with HTC's semantic branch; with feature relay",
           lambda o: _semantic_cascade(o, stages=1), options={**BACKBONE, **FEAT_RELAY},
-          gpu_hours_per_epoch=lambda o: hours_per_epoch(0), iou_series=one_rcnn_stage, backbone=backbone_name),
+          gpu_hours_per_epoch=lambda o: hours_per_epoch(0), iou_series=one_rcnn_stage, **_HOOKS),
 ]
