@@ -3,6 +3,8 @@ per paper, plus `stock` for MMDetection's own baselines). Plain data and plain d
 a config imports neither torch nor the plugins.
 
 A new paper adds one module here that defines `MODELS: list[Model]`; nothing else lists models.
+A model of a user's own lives outside the source tree: an installed package's module with the same
+`MODELS`, named by an entry point of the group `sbrrepro.zoo` (its plugins: `sbrrepro.models`).
 Everything that generic code needs to know of a model is one of its hooks: the configs stage, the
 plan loader and the parameter counts call them without knowing which model they hold.
 """
@@ -11,13 +13,22 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+from ..errors import UserError
 from ..schema import Field
-from ._parts import COST_BASIS  # noqa: F401  (what the models' GPU-hour estimates rest on)
+
+# Re-exported: what the GPU-hour estimates rest on; MMDetection's shipped configs as dicts, which a
+# user's own zoo module builds from too (`stock` is the module of MMDetection's models).
+from ._parts import COST_BASIS  # noqa: F401
+from ._parts import stock as shipped  # noqa: F401
+
+ENTRY_POINTS = "sbrrepro.zoo"  # the group of installed packages' zoo modules
 
 Options = dict[str, Any]
 # A smoke-scale narrowing of a model's own modules: (the config's `model`, the neck's and heads' width).
@@ -66,16 +77,29 @@ class Model:
     own_schedule: Callable[[dict], dict[str, Any] | str] | None = None
 
 
-def _discover() -> dict[str, Model]:
-    found: dict[str, Model] = {}
+def _modules() -> Iterator[tuple[str, ModuleType]]:
+    """(where, module) of every zoo module: this package's, then the installed packages'."""
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        for model in importlib.import_module(f"{__name__}.{info.name}").MODELS:
+        if not info.name.startswith("_"):
+            yield f"{__name__}.{info.name}", importlib.import_module(f"{__name__}.{info.name}")
+    for point in sorted(entry_points(group=ENTRY_POINTS), key=lambda p: p.name):
+        where = f"entry point {point.name} = {point.value} (group {ENTRY_POINTS})"
+        try:
+            yield where, point.load()
+        except Exception as e:  # a user's package: one clear line, not its traceback
+            raise UserError(where, None, f"cannot be imported: {type(e).__name__}: {e}") from None
+
+
+def _discover() -> dict[str, Model]:
+    found: dict[str, tuple[str, Model]] = {}
+    for where, module in _modules():
+        if not isinstance(getattr(module, "MODELS", None), list):
+            raise UserError(where, "MODELS", "a zoo module defines MODELS, a list of sbrrepro.zoo.Model")
+        for model in module.MODELS:
             if model.name in found:
-                raise RuntimeError(f"model {model.name!r} is declared twice in the zoo")
-            found[model.name] = model
-    return found
+                raise UserError(where, "MODELS", f"model {model.name!r} is declared by {found[model.name][0]} too")
+            found[model.name] = (where, model)
+    return {name: model for name, (_, model) in found.items()}
 
 
 MODELS: dict[str, Model] = _discover()
