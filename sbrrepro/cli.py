@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import UserError
+from .vocabulary import FRAMEWORKS
 
 DEFAULT_STUDY = Path("studies/default")
 DATASET_HELP = ("a dataset profile (YAML: train/val annotation files and image folders) to train and evaluate on "
@@ -106,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     executor = make_executor(load_profile(args.cluster))
     prepared = prepare(_plans(args.plans), Path(args.study), args.smoke, args.epochs, args.data_root, args.dry_run,
-                       args.dataset, args.seeds, args.rows)
+                       args.dataset, args.seeds, args.rows, args.framework)
     study, trained = prepared.study, prepared.trained
     shown = prepared.plans  # whose rows without jobs (counted, cited, derived) are told apart
     if args.rows:  # every row is registered; only these are submitted (with the trainings they need)
@@ -361,7 +362,7 @@ def cmd_speed(args: argparse.Namespace) -> int:
     if args.images < 1:
         raise UserError("command line", "--images", f"must be at least 1, got {args.images}")
     prepared = prepare(_plans(args.plans), Path(args.study), args.smoke, args.epochs, args.data_root,
-                       dataset=args.dataset)
+                       dataset=args.dataset, framework=args.framework)
     results = []
     for rc, speed in measure_rows(prepared.study, [rc for _, rc in prepared.trained], args.images):
         results.append({"plan": rc.plan, "row": rc.row, "label": rc.label, "key": rc.key, **dataclasses.asdict(speed)})
@@ -459,6 +460,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", help=DATASET_HELP)
     run.add_argument("--seeds", type=int, help="train every row with seeds 0 .. N-1 (each a training of its own); "
                      "ours is then their mean ± std (default: the plans' seeds)")
+    run.add_argument("--framework", choices=FRAMEWORKS, help="build every row with this MMDetection's model "
+                     "settings instead of those of the one its paper's numbers came from (e.g. mmdet-3.3: the era's "
+                     "effect); rows so built are footnoted")
     run.add_argument("--dry-run", action="store_true", help="write the configs, print what would be submitted")
     run.add_argument("--wait", action="store_true", help="wait until every row is done or failed")
     run.add_argument("--retry-failed", action="store_true", help="submit failed trainings again")
@@ -528,6 +532,7 @@ def parser() -> argparse.ArgumentParser:
     speed.add_argument("--images", type=int, default=20, help="timed images per row (default: %(default)s)")
     speed.add_argument("--epochs", type=int, help="as given to `run`: the rows' configs (and so their "
                        "trained weights) depend on it")
+    speed.add_argument("--framework", choices=FRAMEWORKS, help="as given to `run`")
     speed.add_argument("--json", action="store_true")
     speed.set_defaults(func=cmd_speed)
 

@@ -14,23 +14,25 @@ from pathlib import Path
 from typing import Any
 
 from . import figures, jobs
-from .configs import RowConfig
+from .configs import RowConfig, mask_sizes_by
 from .costs import measured
 from .errors import UserError
 from .export import write_rows
 from .files import atomic_write
-from .metrics import PARAM_UNITS, VOCABULARY, from_coco, from_params
+from .layout import sizes_key
+from .metrics import PARAM_UNITS, VOCABULARY, from_coco, from_params, sized_by
 from .params import Counts, param_metrics
 from .plan import Plan, Row, load_plan
 from .profiles import BUILT_IN
 from .render import to_latex, to_markdown
-from .results import final_metrics, training_footprint
+from .results import lacks_sizes, recorded_coco, training_footprint
 from .speed import recorded as recorded_speed
 from .study import Study
 from .table import Table, TableRow
 from .verdicts import Judged, Verdict, verdict
 from .verify import compare, mean_std
 from .zoo import MODELS
+from .zoo import _frameworks as eras
 
 
 def other_data(study: Study) -> bool:
@@ -45,7 +47,10 @@ def ours(study: Study, rc: RowConfig) -> dict[str, float]:
     if run.server_stats.exists():  # scored by the evaluation server
         coco = json.loads(run.server_stats.read_text())
     else:
-        coco = json.loads(run.done.read_text())["metrics"] if rc.eval_only else final_metrics(run, run.final_step()[0])
+        coco = recorded_coco(run, rc.eval_only)
+        sized = study.paths.run(sizes_key(rc.key))
+        if lacks_sizes(coco) and sized.done.exists():  # finished before both conventions: evaluated again
+            coco = {**coco, **{k: v for k, v in recorded_coco(sized, True).items() if k.endswith("area")}}
     out = {**from_coco(coco or {}), **training_footprint(training)}
     if (speed := recorded_speed(study.paths).get(rc.key)) is not None:
         out.update(speed_fps=speed["images_per_s"], test_time_s=1 / speed["images_per_s"],
@@ -97,10 +102,12 @@ class RowResult:
                           for r in self.runs]}
 
 
-def _run(study: Study, state: jobs.RowState, rc: RowConfig) -> Run:
+def _run(study: Study, state: jobs.RowState, rc: RowConfig, sizes_by: str) -> Run:
+    """`sizes_by`: the paper's convention for the mask AP_S/M/L ('box' or 'mask' area)."""
     training = study.paths.run(rc.train_key)
     prov = json.loads(training.provenance.read_text()) if training.provenance.exists() else None
-    return Run(state, ours(study, rc) if state.state == jobs.DONE else {}, prov, training.final_step())
+    metrics = sized_by(ours(study, rc), sizes_by) if state.state == jobs.DONE else {}
+    return Run(state, metrics, prov, training.final_step())
 
 
 def differences(study: Study, row: Row, runs: list[Run]) -> tuple[str, ...]:
@@ -112,9 +119,30 @@ def differences(study: Study, row: Row, runs: list[Run]) -> tuple[str, ...]:
     gpus = row.recipe["nodes"] * row.recipe["gpus_per_node"]
     found = {"batch": any(r.provenance and (r.provenance["lr_scaled"] or r.provenance["processes"] != gpus)
                           for r in done),
-             "schedule": any(r.trained != length for r in done),
+             "schedule": any(_paper_length(r) != length for r in done),
+             "framework": any(built_with(r)[1] != paper_settings(row) for r in done if r.provenance),
              "dataset": other_data(study), "smoke": study.scale == "smoke"}
     return tuple(k for k, v in found.items() if v)
+
+
+def paper_settings(row: Row) -> tuple[str, ...]:
+    """The settings of the MMDetection the row's paper used that its model takes (`zoo._frameworks`)."""
+    return eras.settings(MODELS[row.model].era_settings, row.recipe.get("framework"))
+
+
+def built_with(run: Run) -> tuple[str | None, tuple[str, ...]]:
+    """(era, settings) a run's config was built with, as its provenance recorded them (none: 3.3's)."""
+    return eras.recorded((run.provenance or {}).get(eras.MARKER))
+
+
+def _paper_length(run: Run) -> tuple[int, str]:
+    """How long a finished run trained, in the paper's total batch: an iteration schedule scaled at
+    job start to another total batch (`training.scale_schedule`) saw the paper's images."""
+    steps, unit = run.trained
+    prov = run.provenance or {}
+    if prov.get("schedule", {}).get("scaled"):
+        steps = round(steps * prov["batch"] / prov["paper_batch"])
+    return steps, unit
 
 
 def _kind(row: Row) -> str:
@@ -138,7 +166,8 @@ def plan_results(study: Study, plan: Plan, configs: dict[int, list[RowConfig]],
     for row in plan.rows:
         kind, runs, per_seed, states, marks = _kind(row), [], [{}], (), ()
         if kind == "trained":
-            runs = [_run(study, state_of[(rc.plan, rc.row, rc.seed)], rc) for rc in configs[row.number]]
+            runs = [_run(study, state_of[(rc.plan, rc.row, rc.seed)], rc, mask_sizes_by(row.recipe))
+                    for rc in configs[row.number]]
             per_seed, states = [r.metrics for r in runs], tuple(r.state.state for r in runs)
             marks = differences(study, row, runs)
         elif kind == "derived":
@@ -170,6 +199,10 @@ def plan_results(study: Study, plan: Plan, configs: dict[int, list[RowConfig]],
 
 def table_of(plan: Plan, results: list[RowResult], scale: str, dataset: str) -> Table:
     notes = []
+    settings = eras.table_note([(r.number, r.recipe.get("framework"), paper_settings(r)) for r in plan.model_rows
+                                if MODELS[r.model].trains])
+    if settings:
+        notes.append(settings)
     for row in plan.rows:
         if row.cited is not None:
             notes.append(f"Row {row.number}: cited ({row.cited}), not reproduced: the paper's number only.")

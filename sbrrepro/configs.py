@@ -29,6 +29,8 @@ from .layout import StudyPaths
 from .plan import Plan, Row, config_node
 from .profiles import Profile
 from .zoo import MODELS, Model
+from .zoo._frameworks import apply as with_era
+from .zoo._parts import walk as _walk
 
 PLUGINS = "sbrrepro.models"
 HASH_LEN = 12
@@ -58,6 +60,7 @@ class Scale:
     warmup_iters: int = 0
     clip_grad: float | None = None
     profile: Profile | None = None  # a dataset of the user's: its files instead of COCO's or the embedded ones
+    framework: str | None = None  # `run --framework`: every row with this MMDetection's settings, not its paper's
 
     def _name(self, role: str, split: str) -> str:
         """COCO's own split names, or the synthetic dataset's three (train, val, test)."""
@@ -110,17 +113,6 @@ def smoke_scale(dataset_root: Path) -> Scale:
 
 
 # ---- recipe and scale ----------------------------------------------------------------------------
-def _walk(node: Any, fn) -> None:
-    """Call fn on every dict inside node (depth first)."""
-    if isinstance(node, dict):
-        fn(node)
-        for v in node.values():
-            _walk(v, fn)
-    elif isinstance(node, list):
-        for v in node:
-            _walk(v, fn)
-
-
 def _set_where(node: Any, type_name: str, **values: Any) -> None:
     """Update every dict of type `type_name` inside node."""
     _walk(node, lambda d: d.get("type") == type_name and d.update(values))
@@ -292,6 +284,7 @@ def build_model(cfg: dict) -> Any:
 def _build(row: Row, scale: Scale, root: str) -> dict:
     model = MODELS[row.model]
     cfg = model.build(row.options)
+    with_era(cfg, model.era_settings, scale.framework or row.recipe.get("framework"))
     for dotted, value in row.overrides.items():  # checked when the plan was loaded
         holder, key = config_node(cfg, dotted)
         holder[key] = value
@@ -337,17 +330,48 @@ def with_tensorboard(cfg: dict) -> dict:
     return {**cfg, "visualizer": {**visualizer, "vis_backends": backends}}
 
 
+MASK_SIZES_METRIC = "TwoConventionCocoMetric"  # sbrrepro.models.common.coco_sizes
+# How the MMDetection a paper's numbers came from sized detections for the mask AP_S/M/L: up to 2.11 a
+# mask result kept its box, so pycocotools sized it by box area; 2.12 on (3.3) by mask area.
+FRAMEWORK_MASK_SIZES = {"mmdet-1.x": "box", "mmdet-2.8": "box", "mmdet-3.3": "mask"}
+
+
+def mask_sizes_by(recipe: dict[str, Any]) -> str:
+    """The paper's convention for the mask AP_S/M/L: its recipe's `framework`'s, else its
+    `mask_sizes_by`, else 3.3's (mask area)."""
+    return FRAMEWORK_MASK_SIZES.get(recipe.get("framework")) or recipe.get("mask_sizes_by") or "mask"
+
+
+def with_mask_sizes(cfg: dict, by: str) -> dict:
+    """`cfg` whose COCO evaluators that score masks report the mask AP_S/M/L under both conventions
+    (`segm_mAP_s_boxarea`, `..._maskarea`) and under `by`'s as `segm_mAP_s`; uploads for the
+    evaluation server (format_only) are left as CocoMetric writes them (boxes kept)."""
+    out = dict(cfg)
+    for name in ("val_evaluator", "test_evaluator"):
+        evaluator = cfg.get(name)
+        if not isinstance(evaluator, dict) or str(evaluator.get("type")).rsplit(".", 1)[-1] != "CocoMetric":
+            continue
+        metric = evaluator.get("metric", "bbox")
+        if "segm" in ([metric] if isinstance(metric, str) else metric) and not evaluator.get("format_only"):
+            out[name] = {**evaluator, "type": MASK_SIZES_METRIC, "mask_sizes_by": by}
+    return out
+
+
 def keyed_config(row: Row, scale: Scale) -> tuple[str, dict]:
     """The row's key, <model>-<hash of its config content with the data's identity for its root>,
-    and its complete config (the real data root, TensorBoard's backend), as a plain dict."""
+    and its complete config (the real data root, TensorBoard's backend, the evaluator of the mask
+    AP_S/M/L's size conventions), as a plain dict."""
     token = f"<{scale.data_id}>/"
     located = _build(row, scale, token)
     text = json.dumps(located, sort_keys=True, separators=(",", ":"), default=str)
     key = f"{row.model}-{hashlib.sha256(text.encode()).hexdigest()[:HASH_LEN]}"
     placed = _placed(located, token, str(scale.data_root).rstrip("/") + "/")
     # Outside the key, as the data root is: TensorBoard only observes a training, it changes nothing
-    # trained, and trainings done before it was added are not trained again.
-    return key, with_tensorboard(placed) if MODELS[row.model].trains else placed
+    # trained, and trainings done before it was added are not trained again. So does the evaluator of
+    # the mask sizes' conventions: it scores the same detections.
+    if not MODELS[row.model].trains:
+        return key, placed
+    return key, with_mask_sizes(with_tensorboard(placed), mask_sizes_by(row.recipe))
 
 
 def build_config(row: Row, scale: Scale) -> dict:

@@ -22,7 +22,8 @@ from typing import Any
 from .configs import RowConfig
 from .executors import CANCELLED, FAILED, FINISHED, PENDING, RUNNING, Executor, Job, executor_of_kind
 from .files import atomic_write
-from .layout import StudyPaths
+from .layout import StudyPaths, sizes_key
+from .results import lacks_sizes, recorded_coco
 from .study import Study, Submission
 from .training import EvalJob, TrainingJob
 
@@ -82,12 +83,18 @@ def key_states(study: Study, keys: Iterable[str]) -> dict[str, str]:
 
 def states(study: Study, rows: list[RowConfig]) -> list[RowState]:
     subs = study.submissions()
-    known = key_states(study, [r.key for r in rows] + [r.train_key for r in rows if r.eval_only])
+    resized = [sizes_key(r.key) for r in rows if sizes_key(r.key) in subs]
+    known = key_states(study, [r.key for r in rows] + [r.train_key for r in rows if r.eval_only] + resized)
 
     out = []
     for r in rows:
         sub = subs.get(r.key)
         state = known[r.key]
+        if state == DONE and known.get(sizes_key(r.key)) in (PENDING, RUNNING):
+            # finished before both mask-size conventions were computed, and evaluated again for them:
+            # its numbers are final once that evaluation is done
+            sub = subs[sizes_key(r.key)]
+            state = known[sub.key]
         if r.eval_only and state == NEW and known[r.train_key] == FAILED:
             state = FAILED  # nothing to evaluate
         log = tail = None
@@ -206,14 +213,37 @@ def submit(study: Study, rows: list[RowConfig], executor: Executor, retry_failed
         train = subs[r.train_key] if train_state != DONE else None
         job = EvalJob(str(r.path), str(study.paths.run(r.train_key).root), str(study.paths.run(key).root))
         send([(key, r.path, job)], (train.job_id, train.folder) if train else None)
+    resize = _unsized(study, rows, known)
+    known.update(key_states(study, resize))
+    found.update(traces(study, resize))
+    for key, r in resize.items():
+        if to_send(key, r.path):
+            send([(key, r.path, EvalJob(str(r.path), str(study.paths.run(r.train_key).root),
+                                        str(study.paths.run(key).root)))])
     return submitted
+
+
+def _unsized(study: Study, rows: list[RowConfig], known: dict[str, str]) -> dict[str, RowConfig]:
+    """The finished runs of `rows` whose masks were scored before the mask AP_S/M/L were computed under
+    both size conventions (box and mask area), by the key of the evaluation that gives them both: their
+    final checkpoint evaluated again with the row's config (`EvalJob`), never a retraining."""
+    out: dict[str, RowConfig] = {}
+    for r in rows:
+        key = sizes_key(r.key)
+        if (known.get(r.key) == DONE and key not in out and not study.paths.run(key).done.exists()
+                and lacks_sizes(recorded_coco(study.paths.run(r.key), r.eval_only))):
+            out[key] = r
+    return out
 
 
 def would_submit(study: Study, rows: list[RowConfig], retry_failed: bool = False) -> set[str]:
     """The keys `submit` would send now: the rows' and the trainings that evaluation-only rows need."""
     redo = _to_submit(retry_failed)
-    todo = {s.key for s in states(study, rows) if s.state in redo}  # an evaluation of a failed training: failed
-    return todo | {key for key, state in key_states(study, {r.train_key for r in rows}).items() if state in redo}
+    found = states(study, rows)
+    todo = {s.key for s in found if s.state in redo}  # an evaluation of a failed training: failed
+    resize = _unsized(study, rows, {s.key: s.state for s in found})
+    return todo | {key for key, state in key_states(study, {r.train_key for r in rows} | set(resize)).items()
+                   if state in redo}
 
 
 def cancel(study: Study, rows: list[RowConfig]) -> list[str]:
@@ -223,6 +253,8 @@ def cancel(study: Study, rows: list[RowConfig]) -> list[str]:
     for state in states(study, rows):
         if state.key not in cancelled and state.state in (PENDING, RUNNING):
             sub = subs[state.key]
+            if (resized := subs.get(sizes_key(state.key))) is not None and resized.job_id == state.job_id:
+                sub = resized  # the evaluation that gives a finished run both mask-size conventions
             executor_of_kind(sub.executor).cancel(sub.job_id, sub.folder)  # an array's task alone
             cancelled.append(state.key)
     return cancelled

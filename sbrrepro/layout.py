@@ -6,6 +6,8 @@
     STUDY/configs/*.py          one MMDetection config per plan row (named by its key's hash)
     STUDY/runs/<key>/           one training's or evaluation's work dir (RunPaths), with its own
                                 submitit folder when it was submitted alone
+    STUDY/runs/<key>-sizes/     the evaluation of a run finished before both mask-size conventions
+                                were computed: its final checkpoint evaluated again (`sizes_key`)
     STUDY/arrays/<stamp>/       submitit's folder of one SLURM job array, with the keys of its tasks
     STUDY/data/                 the generated dataset (smoke scale)
     STUDY/results.json, .csv, .parquet, costs.json, params.json, speed.json, report/, figures/
@@ -86,6 +88,12 @@ class RunPaths:
     def scalars(self) -> list[Path]:
         """MMEngine's JSON-lines logs, one per start of the run, oldest first (timestamps sort)."""
         return sorted(self.root.glob("*/vis_data/scalars.json"))
+
+
+def sizes_key(key: str) -> str:
+    """The key of the evaluation that gives a run finished before both conventions of the mask
+    AP_S/M/L were computed (box and mask area) both, from its final checkpoint."""
+    return f"{key}-sizes"
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,17 @@ COCO_KEYS = {
     for name, key in (("AP", "mAP"), ("AP50", "mAP_50"), ("AP75", "mAP_75"), ("APs", "mAP_s"),
                       ("APm", "mAP_m"), ("APl", "mAP_l"))
 }
+# The mask AP_S/M/L under each convention of sizing a detection (sbrrepro.models.common.coco_sizes):
+# by its box's area (MMDetection up to 2.11, the papers' forks) or its mask's (2.12 on, 3.3's CocoMetric).
+# `segm_APs` etc. are the paper's convention (its recipe's `mask_sizes_by`); results.json keeps both.
+SIZE_CONVENTIONS = {"boxarea": "box area", "maskarea": "mask area"}
+CONVENTION_KEYS = {f"segm_AP{s}_{by}": f"coco/segm_mAP_{s}_{by}" for s in "sml" for by in SIZE_CONVENTIONS}
+COCO_KEYS.update(CONVENTION_KEYS)
 METRICS: dict[str, Metric] = {
-    **{m: Metric(f"{m[0].upper()}_AP{m.split('_AP')[1]}", POINTS, better=1) for m in COCO_KEYS},
+    **{m: Metric(f"{m[0].upper()}_AP{m.split('_AP')[1]}", POINTS, better=1) for m in COCO_KEYS
+       if m not in CONVENTION_KEYS},
+    **{m: Metric(f"S_AP{m.split('_AP')[1].split('_')[0]} ({SIZE_CONVENTIONS[m.rsplit('_', 1)[1]]})", POINTS, better=1)
+       for m in CONVENTION_KEYS},
     "params": Metric("# Params", EXACT, 0),  # trainable parameters, counted one by one
     "params_K": Metric("# Params (K)", RELATIVE, 0),
     "params_M": Metric("# Params (M)", RELATIVE),
@@ -62,6 +71,13 @@ def from_coco(coco: dict[str, float]) -> dict[str, float]:
         if value is not None and value >= 0:
             out[name] = round(100 * float(value), 1)
     return out
+
+
+def sized_by(metrics: dict[str, float], by: str) -> dict[str, float]:
+    """`metrics` whose mask AP_S/M/L (`segm_APs` ...) are those of the convention `by` ('box' or 'mask':
+    the paper's) where the run computed both; a run that computed only CocoMetric's keeps its own."""
+    return {**metrics, **{f"segm_AP{s}": metrics[f"segm_AP{s}_{by}area"] for s in "sml"
+                          if f"segm_AP{s}_{by}area" in metrics}}
 
 
 def from_params(count: int, wanted: list[str]) -> dict[str, float]:

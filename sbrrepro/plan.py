@@ -20,6 +20,7 @@ from .errors import UserError
 from .figures import KINDS
 from .metrics import VOCABULARY
 from .schema import Field, one_of, positive, validate
+from .vocabulary import FRAMEWORKS
 from .zoo import BACKBONES, MODELS, based
 
 MAIN_PAPER = "sbr-cnn"  # the paper sbrrepro is named after: `plans/table5.yaml` is its Table 5
@@ -107,6 +108,14 @@ RECIPE_FIELDS = {
     "val_interval": Field(int, 1, positive, "validate every N epochs"),
     "seed": Field(int, 0, help="MMEngine's random seed"),
     "test_score_thr": Field(float, None, None, "the R-CNN head's test-time score threshold (default: the model's)"),
+    "framework": Field(str, None, one_of(*FRAMEWORKS), "the MMDetection the paper's numbers came from: each row's "
+                       "model takes that era's settings that 3.3 changed, as far as its model takes them "
+                       "(`run --framework` builds another's); default: the installed one's (3.3)"),
+    "mask_sizes_by": Field(str, None, one_of("box", "mask"), "what sized a detection for the paper's mask "
+                           "AP_S/M/L where the recipe names no `framework` (whose convention decides: mmdet-1.x "
+                           "and mmdet-2.8 box, mmdet-3.3 mask): `box` (MMDetection up to 2.11 kept a mask "
+                           "result's box) or `mask` (2.12 on); both are kept in results.json, the tables show "
+                           "this one; default: mask"),
 }
 PLAN_FIELDS = {
     "paper": Field(str, check=lambda v: _name(v) and f"{v!r}: use letters, digits, '_' and '-' only (one of "

@@ -21,6 +21,7 @@ from .layout import StudyPaths
 from .plan import Plan, Row, load_plans
 from .profiles import BUILT_IN, built_in, load_profile
 from .study import Study, select
+from .vocabulary import FRAMEWORKS
 from .zoo import MODELS
 
 
@@ -103,15 +104,18 @@ def _require_data(plans: list[Plan], scale: Scale) -> list[Summary]:
 
 def prepare(plan_files: Sequence[str], study_root: Path, smoke: bool, epochs: int | None = None,
             data_root: str | None = None, dry_run: bool = False, dataset: str | None = None,
-            seeds: int | None = None, wanted: list[str] | None = None) -> Prepared:
+            seeds: int | None = None, wanted: list[str] | None = None, framework: str | None = None) -> Prepared:
     """Load and check the plans, write each row's config into the study (made if new) and register
     the rows; unless `dry_run`, check the data's files (full scale, or a dataset profile) or generate
     the embedded dataset (smoke). `dataset`: a dataset profile file (see `profiles`); `seeds`: train
     every row on seeds 0 .. seeds - 1 instead of the plans' seeds; `wanted`: rows named as `select`
-    reads them, each of which must be a training row of the plans (checked before anything is written)."""
+    reads them, each of which must be a training row of the plans (checked before anything is written);
+    `framework`: every row built with that MMDetection's model settings instead of its paper's."""
     for flag, value in (("--epochs", epochs), ("--seeds", seeds)):
         if value is not None and value < 1:
             raise UserError("command line", flag, f"must be at least 1, got {value}")
+    if framework is not None and framework not in FRAMEWORKS:
+        raise UserError("command line", "--framework", f"{framework!r} is not one of: {', '.join(FRAMEWORKS)}")
     plans = load_plans(plan_files)  # every plan is checked before anything is written
     if seeds is not None:
         plans = [plan.with_seeds(seeds) for plan in plans]
@@ -119,7 +123,7 @@ def prepare(plan_files: Sequence[str], study_root: Path, smoke: bool, epochs: in
         select([RowName(plan.name, row.number, seed) for plan in plans for row in plan.model_rows
                 if MODELS[row.model].trains for seed in row.seeds], wanted, "command line")
     scale_name = "smoke" if smoke else "full"
-    scale = scale_of(study_root, smoke, epochs, data_root, dataset)
+    scale = dataclasses.replace(scale_of(study_root, smoke, epochs, data_root, dataset), framework=framework)
     if StudyPaths(study_root).meta.exists():  # a scale or data mismatch is an error before anything is written
         Study.open(study_root, scale_name, dataset_name(scale))
     checked = _require_data(plans, scale) if not dry_run and (not smoke or scale.profile is not None) else []

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import jobs
 from .errors import UserError
-from .layout import StudyPaths
+from .layout import StudyPaths, sizes_key
 from .study import Study
 
 
@@ -44,6 +44,8 @@ def repair(root: Path) -> Repaired:
     study = Study(paths.root, meta["scale"], meta.get("dataset"))
     rows = json.loads(paths.rows.read_text())
     configs = {r["key"]: r["config"] for r in rows} | {r["train_key"]: r["train_config"] for r in rows}
+    # the evaluations that gave runs finished before both mask-size conventions were computed both
+    configs |= {sizes_key(r["key"]): r["config"] for r in rows if paths.run(sizes_key(r["key"])).submitit.exists()}
     submissions = []
     for key, found in jobs.traces(study, configs).items():
         if found:

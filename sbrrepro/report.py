@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import figures, jobs
-from .collect import Collected, RowResult, Run, one_per_row
+from .collect import Collected, RowResult, Run, built_with, one_per_row, paper_settings
 from .costs import estimate
 from .errors import UserError
 from .files import atomic_write
@@ -30,6 +30,7 @@ from .study import Study
 from .table import Table
 from .verdicts import FAILED, NOT_REPRODUCED, OTHER_SETUP, REPRODUCED, RUNNING, VERDICTS
 from .zoo import MODELS
+from .zoo import _frameworks as eras
 
 LOG_LINES = 12  # of a running or failed job's log, on its page
 DIFF_KEYS = 25  # config keys shown per row against its baseline row
@@ -71,7 +72,8 @@ def setup(result: RowResult) -> dict[str, str]:
     gpus = recipe["nodes"] * recipe["gpus_per_node"]
     length = f"{recipe['iters']} it" if recipe["iters"] else f"{recipe['epochs']} ep"
     paper = {"GPUs": str(gpus), "batch": str(gpus * recipe["images_per_gpu"]), "lr": f"{recipe['optimizer']['lr']:g}",
-             "schedule": length, "seeds": "1"}
+             "schedule": length, "seeds": "1",
+             "framework": eras.describe(recipe.get("framework"), paper_settings(result.row))}
     runs = [r for r in result.runs if r.provenance]
     if not runs:
         return {k: f"– / {v}" for k, v in paper.items()}
@@ -80,7 +82,8 @@ def setup(result: RowResult) -> dict[str, str]:
     ours = {"GPUs": f"{p['gpus']} ({p['device']}, {p['processes']} process{'es' if p['processes'] > 1 else ''})",
             "batch": str(p["batch"]), "lr": f"{p['lr_effective']:g}",
             "schedule": "–" if trained is None else f"{trained[0]} {'ep' if trained[1] == 'epoch' else 'it'}",
-            "seeds": f"{len(result.runs)} ({', '.join(str(r.state.seed) for r in result.runs)})"}
+            "seeds": f"{len(result.runs)} ({', '.join(str(r.state.seed) for r in result.runs)})",
+            "framework": eras.describe(*built_with(runs[0]))}
     out = {k: f"{ours[k]} / {paper[k]}" for k in paper}
     versions = p["versions"]
     out["versions"] = ", ".join(f"{n} {versions.get(n)}" for n in ("mmdet", "mmcv", "mmengine", "torch"))

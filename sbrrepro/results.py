@@ -58,6 +58,21 @@ def final_metrics(run: RunPaths, step: int) -> dict[str, float] | None:
     return epoch_metrics(run).get(step)
 
 
+def recorded_coco(run: RunPaths, eval_only: bool) -> dict[str, float]:
+    """CocoMetric's output of a finished run: a training's final validation in its log, or what an
+    evaluation's job kept of `runner.test()` ({} for detections written for the evaluation server)."""
+    if eval_only:
+        return json.loads(run.done.read_text())["metrics"]
+    final = run.final_step()
+    return (final_metrics(run, final[0]) if final else None) or {}
+
+
+def lacks_sizes(coco: dict[str, float]) -> bool:
+    """Whether a run scored masks without the mask AP_S/M/L under both size conventions (box and mask
+    area, sbrrepro.models.common.coco_sizes): it finished before they were computed."""
+    return "coco/segm_mAP" in coco and "coco/segm_mAP_s_boxarea" not in coco
+
+
 def read_histograms(path: Path) -> dict[str, Any]:
     """A histograms file: population -> bin edges and per-epoch counts per series. A file written
     before there were populations holds the positives alone."""

@@ -6,6 +6,7 @@ was killed after its last epoch only evaluates. Works the same on one CPU, one G
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -20,6 +21,7 @@ from . import versions
 from .files import atomic_write
 from .layout import RunPaths
 from .results import final_metrics
+from .vocabulary import FRAMEWORK_KEY
 
 
 def trainable(module: Any) -> int:
@@ -69,7 +71,12 @@ def _runner(config: str, run: RunPaths, **settings: Any):
     if cfg.get("test_evaluator", {}).get("format_only"):  # detections for the evaluation server, in the work dir
         cfg.test_evaluator.outfile_prefix = str(run.detections_prefix)
     job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or str(os.getpid())
-    if _distributed_env(job_id):
+    distributed = _distributed_env(job_id)
+    # As MMEngine scales the lr with the total batch, an iteration schedule is scaled with it here:
+    # the images seen are the paper's whatever the number of processes (the written config and its
+    # key keep the paper's schedule).
+    cfg = scale_schedule(cfg, int(os.environ.get("WORLD_SIZE", "1")))
+    if distributed:
         cfg.launcher = "pytorch"
         if not torch.cuda.is_available():
             # MMEngine's launcher pins a CUDA device and gives DDP device ids: on CPUs, start gloo
@@ -142,14 +149,68 @@ def _zip_for_server(run: RunPaths, iou_types: list[str] | str) -> None:
         partial.replace(run.upload(iou_type))
 
 
+def scale_schedule(cfg, world: int):
+    """`cfg` as `world` processes train it: an iteration schedule (`IterBasedTrainLoop`) on another
+    total batch than the paper's (`auto_scale_lr.base_batch_size`) has its iterations, lr steps,
+    warm-up, validation and checkpoint intervals scaled by paper batch / total batch, so that it sees
+    the paper's images (720k iterations of 2 images are 180k of 8); an epoch schedule already does, and
+    is returned as it is. `cfg` is left unchanged; the scaled copy is returned."""
+    batch = world * cfg.train_dataloader.batch_size
+    paper = cfg.auto_scale_lr.base_batch_size
+    if cfg.train_cfg.get("type") != "IterBasedTrainLoop" or batch == paper:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+
+    def scaled(n: int) -> int:
+        return max(1, round(n * paper / batch))
+
+    loop = cfg.train_cfg
+    loop.max_iters = scaled(loop.max_iters)
+    if "val_interval" in loop:
+        loop.val_interval = scaled(loop.val_interval)
+    for scheduler in cfg.param_scheduler:
+        if scheduler.get("by_epoch", True):
+            continue
+        for field in ("begin", "end"):
+            if scheduler.get(field):
+                scheduler[field] = scaled(scheduler[field])
+        if "milestones" in scheduler:
+            scheduler.milestones = [scaled(m) for m in scheduler.milestones]
+    checkpoint = cfg.default_hooks.get("checkpoint", {})
+    if not checkpoint.get("by_epoch", True) and "interval" in checkpoint:
+        checkpoint.interval = scaled(checkpoint.interval)
+    return cfg
+
+
+def schedule(cfg, world: int) -> dict[str, Any]:
+    """The schedule a run trains (after `scale_schedule`), for its provenance: its length, lr steps,
+    warm-up, validation and checkpoint intervals, in its unit, and the images it sees."""
+    loop, batch = cfg.train_cfg, world * cfg.train_dataloader.batch_size
+    by_iter = loop.get("type") == "IterBasedTrainLoop"
+    warmup = next((s for s in cfg.param_scheduler if s.type == "LinearLR"), {})
+    steps = next((s for s in cfg.param_scheduler if "milestones" in s), {})
+    return {
+        "unit": "iter" if by_iter else "epoch",
+        "length": loop.max_iters if by_iter else loop.max_epochs,
+        "lr_steps": list(steps.get("milestones", [])),
+        "warmup_iters": warmup.get("end"),
+        "val_interval": loop.get("val_interval"),
+        "checkpoint_interval": cfg.default_hooks.get("checkpoint", {}).get("interval"),
+        "images": loop.max_iters * batch if by_iter else None,  # an epoch schedule: epochs x the dataset
+        # iterations scaled to the paper's images (see `scale_schedule`)
+        "scaled": by_iter and batch != cfg.auto_scale_lr.base_batch_size,
+    }
+
+
 def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
 def provenance(cfg, job_id: str) -> dict[str, Any]:
-    """What this run was made with: library versions, the project's commit, devices, batch and the
+    """What this run was made with: library versions, the project's commit, devices, batch, the
     effective learning rate (MMEngine scales it linearly when the total batch differs from the
-    paper's; such runs are flagged)."""
+    paper's; such runs are flagged) and the schedule it trains (an iteration schedule scaled alike,
+    `scale_schedule`)."""
     import torch
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -171,7 +232,10 @@ def provenance(cfg, job_id: str) -> dict[str, Any]:
         "lr_config": lr,
         "lr_effective": lr * world * per_gpu / paper_batch,
         "lr_scaled": world * per_gpu != paper_batch,
+        "schedule": schedule(cfg, world),
         "seed": cfg.randomness.seed,
+        # the older MMDetection's model settings it was built with (None: MMDetection 3.3's defaults)
+        FRAMEWORK_KEY: json.loads(json.dumps(cfg.get(FRAMEWORK_KEY))),
         # the classes it learns (None: the dataset's own, COCO's 80)
         "classes": list(cfg.train_dataloader.dataset.get("metainfo", {}).get("classes", ())) or None,
         "started": time.time(),

@@ -35,8 +35,11 @@ VERDICTS = (REPRODUCED, NOT_REPRODUCED, OTHER_SETUP, NOT_RUN, RUNNING, FAILED, C
 # the {data} that the smoke scale's names).
 FOOTNOTES = {
     "batch": ("†", "trained on another number of GPUs or with another total batch than the paper's (the lr "
-                   "scaled linearly with the batch)"),
+                   "scaled linearly with the batch; an iteration schedule's iterations inversely, so it sees "
+                   "the paper's images)"),
     "schedule": ("‡", "trained for another number of epochs than the paper's schedule (lr steps scaled alike)"),
+    "framework": ("‖", "built with another MMDetection's model settings than those of the one the paper's numbers "
+                       "came from (`run --framework`)"),
     "dataset": ("§", "trained and evaluated on another dataset than the paper's"),
     "smoke": ("¶", "smoke scale: {data} and a ResNet-18, so ours is not comparable with the paper"),
 }

@@ -45,13 +45,31 @@ def test_the_recipe_and_models_as_generated(tmp_path):
     assert cfg["train_cfg"]["max_epochs"] == 24 and cfg["param_scheduler"][1]["milestones"] == [20, 23]
     assert cfg["param_scheduler"][0]["end"] == 1000 and cfg["param_scheduler"][0]["start_factor"] == 0.0125
     neck, head = cfg["model"]["neck"], cfg["model"]["roi_head"]
-    assert (neck["type"], neck["branches"], neck["variant"]) == ("MFPN", 4, "paper")
+    # the four-branch rows: the code's MSFEM (its COCO run's work dir: ..._4branch_10convs_rca); one and two
+    # branches, which the code cannot make: the paper's
+    assert (neck["type"], neck["branches"], neck["variant"]) == ("MFPN", 4, "code")
     assert (head["type"], head["roi_pool"], head["collaborative"]) == ("CoMaskRoIHead", "drp", True)
+    # the code's IoU loss in effect; the second pass on the refined box unclipped (the code's clamp is a no-op)
+    assert head["mask_head"]["loss_bbox"] == dict(type="MeanProductIoULoss", floor=0.1, loss_weight=2.0)
+    assert cfg["model"]["test_cfg"]["rcnn"]["clip_refined"] is False
+    assert [build_config(t2.row(n), scale)["model"]["neck"]["variant"] for n in (1, 2)] == ["paper", "paper"]
     assert build_config(t2.row(1), scale)["model"]["neck"]["branches"] == 1
-    assert not build_config(t3.row(2), scale)["model"]["roi_head"]["collaborative"]
+    without_cl = build_config(t3.row(2), scale)["model"]
+    assert not without_cl["roi_head"]["collaborative"] and without_cl["neck"]["variant"] == "code"
+    assert without_cl["roi_head"]["mask_head"]["loss_bbox"]["type"] == "MeanProductIoULoss"
+    assert build_config(t1.row(4), scale)["model"] == cfg["model"]
     r101 = build_config(t1.row(11), scale)
     assert r101["optim_wrapper"]["optimizer"]["lr"] == 0.02 and r101["model"]["backbone"]["depth"] == 101
     assert r101["test_evaluator"]["format_only"]
+
+
+def test_the_codes_msfem_below_three_branches_is_refused(tmp_path, cli):
+    """The authors' module is the identity with 1 or 2 branches: a row asking for it is a bad plan."""
+    from steps import copy_plan
+
+    path = copy_plan(tmp_path, "comask/table2", rows=[1], **{"rows.0.options": {"branches": 1}})
+    result = cli("run", str(path), "--dry-run", "--study", str(tmp_path / "s"))
+    assert result.returncode == 2 and "identity below 3 branches" in result.stderr
 
 
 def test_parameter_counts_add_up_by_part():

@@ -243,3 +243,57 @@ def test_tensorboard_reads_each_trainings_curves_from_its_work_dir(study, cli):
             assert tag in events.Tags()["scalars"] and events.Scalars(tag), (key, tag, events.Tags())
         losses = events.Scalars("loss")
         assert all(v.value > 0 for v in losses) and [v.step for v in losses] == sorted({v.step for v in losses})
+
+
+def _ours(md: str, row: int, label: str) -> float:
+    """Ours under the metric `label` in a Markdown table's `row` (best and second best unmarked)."""
+    lines = [line.strip().strip("|") for line in md.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].split("|")]
+    cells = next(c for c in ([c.strip() for c in line.split("|")] for line in lines[2:]) if c[0] == str(row))
+    return float(re.sub(r"\*\*|</?u>", "", cells[header.index(f"{label} Ours")]))
+
+
+def test_mask_sizes_under_both_conventions_and_the_papers_in_its_table(study, cli, tmp_path):
+    """SBR-CNN Table 11's Mask R-CNN (Table 3 row 1's training: nothing is trained again) keeps the mask
+    AP_S/M/L sized by box area (the paper's MMDetection 2.8) and by mask area (3.3's CocoMetric) in
+    results.json; its table shows the box-area ones. A training evaluated before both were computed gets
+    them by an evaluation of its final checkpoint, once, never a retraining."""
+    root, _, _, _ = study
+    copy = tmp_path / "sizes"
+    shutil.copytree(root, copy)
+    plan = copy_plan(tmp_path, "sbr-cnn/table11", rows=[1])
+    args = ("run", str(plan), "--smoke", "--epochs", "1", "--study", str(copy))
+    assert "submitted 0 job(s)" in (ran := cli(*args)).stdout, ran.stdout + ran.stderr
+
+    def table11_row() -> dict:
+        rows = _json(cli("collect", "--study", str(copy), "--json"))
+        return next(r for r in rows if r["plan"] == "sbr-cnn/table11")
+
+    row = table11_row()
+    metrics, key = row["metrics"], row["key"]
+    log = next((copy / "runs" / key).glob("*/vis_data/scalars.json"))
+    val = [json.loads(line) for line in log.read_text().splitlines() if "loss" not in json.loads(line)][-1]
+    for size in "sml":
+        for by in ("box", "mask"):
+            assert metrics[f"segm_AP{size}_{by}area"] == round(100 * val[f"coco/segm_mAP_{size}_{by}area"], 1)
+        assert metrics[f"segm_AP{size}"] == metrics[f"segm_AP{size}_boxarea"]  # the paper's convention
+        assert row["diff"][f"segm_AP{size}"] == round(metrics[f"segm_AP{size}_boxarea"] -
+                                                      float(row["published"][f"segm_AP{size}"]), 1)
+    md = (copy / "report" / "sbr-cnn-table11.md").read_text()
+    assert [_ours(md, 1, f"S_AP{s}") for s in "sml"] == [metrics[f"segm_AP{s}_boxarea"] for s in "sml"], md
+    # The same training as if evaluated before this change: CocoMetric's keys only, sized by mask area.
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    for line in lines:
+        for size in "sml":
+            if f"coco/segm_mAP_{size}_maskarea" in line:
+                line[f"coco/segm_mAP_{size}"] = line.pop(f"coco/segm_mAP_{size}_maskarea")
+                del line[f"coco/segm_mAP_{size}_boxarea"]
+    log.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    dry = cli(*args, "--dry-run")
+    assert "would submit 1 job(s)" in dry.stdout, dry.stdout + dry.stderr
+    again = cli(*args, "--wait", timeout=600)
+    assert "submitted 1 job(s)" in again.stdout, again.stdout + again.stderr
+    assert (copy / "runs" / f"{key}-sizes" / "done.json").exists()
+    assert not list((copy / "runs" / f"{key}-sizes").glob("*.pth"))  # evaluated, not trained
+    assert table11_row()["metrics"] == metrics  # the same checkpoint, the same numbers
+    assert "submitted 0 job(s)" in cli(*args).stdout

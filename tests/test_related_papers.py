@@ -94,3 +94,55 @@ def test_an_ap_per_epoch_figure_from_a_two_epoch_run(tmp_path):
     out = paths.figure("groie/fig2")
     written = ap_curves.draw(paths, [(str(plan_path), rc)], out)
     assert written == [out.with_suffix(".png"), out.with_suffix(".pdf")] and written[0].stat().st_size > 1000
+
+
+def test_the_iteration_schedule_is_scaled_at_job_start_to_the_papers_images(tmp_path, monkeypatch):
+    """MS-subnet's 720k iterations of 2 images, as 8 processes of 1 image see them at job start: 180k
+    iterations (x 8 = 720k x 2), lr steps, warm-up, validation and checkpoints scaled alike, and the
+    provenance records it; the written config (its key) keeps the paper's schedule, and an epoch
+    schedule or the paper's own total batch is left as it is."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    from sbrrepro import training
+
+    (rc,) = write_configs(load_plan(MS_SUBNET / "table2.yaml"), full_scale(tmp_path / "coco"),
+                          StudyPaths(tmp_path / "study"))[:1]
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setattr(Runner, "from_cfg", classmethod(lambda cls, cfg: None))  # no model, no training
+    run = RunPaths(tmp_path / "run")
+    run.root.mkdir()
+    cfg, _ = training._runner(str(rc.path), run)
+    assert cfg.train_cfg.max_iters * 8 * cfg.train_dataloader.batch_size == 720000 * 2
+    assert cfg.train_cfg.val_interval == 180000 and cfg.default_hooks.checkpoint.interval == 60000 // 4
+    warmup, steps = cfg.param_scheduler
+    assert (warmup.end, steps.end, steps.milestones) == (125, 180000, [120000, 160000])
+    prov = json.loads(run.provenance.read_text())
+    assert prov["schedule"] == {"unit": "iter", "length": 180000, "lr_steps": [120000, 160000], "warmup_iters": 125,
+                                "val_interval": 180000, "checkpoint_interval": 15000, "images": 1440000,
+                                "scaled": True}
+    assert prov["lr_effective"] == 4 * prov["lr_config"]
+    written = Config.fromfile(str(rc.path))
+    assert written.train_cfg.max_iters == 720000 and training.scale_schedule(written, 2) is written
+    epochs = Config(build_config(load_plan(REPO / "plans" / "groie" / "table5.yaml").rows[0],
+                                 full_scale(tmp_path / "coco")))
+    assert training.scale_schedule(epochs, 8) is epochs
+    # the finished run is the paper's schedule (no ‡), on another total batch (†)
+    from sbrrepro.collect import Run, _paper_length
+    assert _paper_length(Run(None, {}, prov, (180000, "iter"))) == (720000, "iter")
+
+
+def test_gcnet_with_groie_has_the_authors_8_box_and_6_mask_attention_heads(tmp_path):
+    """Table V row 8 as the authors' mask_rcnn_r4_gcb_c3-c5_r50_fpn_syncbn_1x-groie.py: 8 heads in the box
+    extractor's attention, 6 in the mask extractor's; row 6 (Mask R-CNN + GRoIE) keeps 6 in both."""
+    scale = full_scale(tmp_path / "coco")
+    rows = {r.number: r for r in load_plan(REPO / "plans" / "groie" / "table5.yaml").rows}
+
+    def heads(row: int) -> tuple[int, int]:
+        head = build_config(rows[row], scale)["model"]["roi_head"]
+        return tuple(head[k]["post_cfg"][0]["num_heads"] for k in ("bbox_roi_extractor", "mask_roi_extractor"))
+
+    assert heads(8) == (8, 6) and heads(6) == (6, 6)
+    for fig in ("fig5", "fig6"):  # the figures' curves are Table V's trainings
+        (row,) = [r for r in load_plan(REPO / "plans" / "groie" / f"{fig}.yaml").rows if r.number == 8]
+        assert build_config(row, scale)["model"] == build_config(rows[8], scale)["model"]

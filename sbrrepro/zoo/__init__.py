@@ -75,6 +75,10 @@ class Model:
     # Its built config -> the recipe its own schedule amounts to (a row of a plan without a recipe
     # trains on it), or why it has none; None: it trains on the plan's recipe only.
     own_schedule: Callable[[dict], dict[str, Any] | str] | None = None
+    # The model settings of an older MMDetection that it takes where its paper's numbers came from that
+    # one (a recipe's `framework`): names of `_frameworks.SETTINGS`; () for none (its shipped config kept
+    # them, or its authors' config does not have them).
+    era_settings: tuple[str, ...] = ()
 
 
 def _modules() -> Iterator[tuple[str, ModuleType]]:

@@ -24,6 +24,17 @@ def _shipped(path: str) -> dict:
     return Config.fromfile(str(root / path)).to_dict()
 
 
+def walk(node: Any, fn) -> None:
+    """Call fn on every dict inside node (depth first)."""
+    if isinstance(node, dict):
+        fn(node)
+        for v in node.values():
+            walk(v, fn)
+    elif isinstance(node, list):
+        for v in node:
+            walk(v, fn)
+
+
 def stock(path: str) -> dict:
     """A config shipped with MMDetection (e.g. 'mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'), as a dict
     of its own."""
@@ -174,6 +185,9 @@ GROIE = {
     "level_relu": Field(bool, False, None, "a ReLU on each level's (pre-processed) RoI features before "
                         "aggregating, as the GRoIE authors' code"),
     "random_level": Field(bool, False, None, "single-level extractors pool each RoI from a level drawn at random"),
+    "groie_bbox_heads": Field(int, 6, lambda v: None if v > 0 else f"must be > 0, got {v}",
+                              "heads of the attention module in the box extractor's GRoIE (the authors' GC-Net "
+                              "config has 8 there, 6 in the mask extractor)"),
 }
 
 
@@ -184,22 +198,27 @@ def finish_groie(o: Options) -> Options | str:
         return f"{grown[0]} needs groie: true"
     if o["groie"] and o["random_level"]:
         return "random_level is for single-level extractors: not with groie: true"
+    if o["groie_bbox_heads"] != 6 and "attention" not in (o["groie_pre"], o["groie_post"]):
+        return "groie_bbox_heads needs an attention module (groie_pre or groie_post: attention)"
     return o
 
 
-def groie(extractor: dict, o: Options) -> dict:
+def groie(extractor: dict, o: Options, heads: int = 6) -> dict:
     """GRoIE in place of a single-level RoI extractor: every FPN level, pre-processed, summed,
-    post-processed. RoIAlign takes 2 points per bin, as in every GRoIE config of the authors (the
-    stock extractors' 0 is adaptive: pooled from P2 too, a large RoI would get hundreds per bin)."""
+    post-processed; its attention modules with `heads` heads. RoIAlign takes 2 points per bin, as in
+    every GRoIE config of the authors (the stock extractors' 0 is adaptive: pooled from P2 too, a
+    large RoI would get hundreds per bin)."""
     if not o["groie"]:
         return {**extractor, "type": "RandomLevelRoIExtractor"} if o["random_level"] else extractor
     c = extractor["out_channels"]
     optional = {**({"aggregation": "concat"} if o["groie_aggregation"] == "concat" else {}),
                 **({"level_relu": True} if o["level_relu"] else {})}
+    pre, post = (GROIE_MODULES[name](c) if name else None for name in (o["groie_pre"], o["groie_post"]))
+    for module in (pre or []) + (post or []):
+        if module["type"] == "GeneralizedAttention":
+            module["num_heads"] = heads
     return dict(type="GRoIE", roi_layer={**extractor["roi_layer"], "sampling_ratio": 2}, out_channels=c,
-                featmap_strides=extractor["featmap_strides"],
-                pre_cfg=GROIE_MODULES[o["groie_pre"]](c) if o["groie_pre"] else None,
-                post_cfg=GROIE_MODULES[o["groie_post"]](c) if o["groie_post"] else None, **optional)
+                featmap_strides=extractor["featmap_strides"], pre_cfg=pre, post_cfg=post, **optional)
 
 
 def two_stage(path: str, o: Options, sync_bn: bool = True) -> dict:
@@ -215,5 +234,5 @@ def two_stage(path: str, o: Options, sync_bn: bool = True) -> dict:
     if "groie" in o:
         for key in ("bbox_roi_extractor", "mask_roi_extractor", "grid_roi_extractor"):
             if key in head:
-                head[key] = groie(head[key], o)
+                head[key] = groie(head[key], o, o["groie_bbox_heads"] if key == "bbox_roi_extractor" else 6)
     return cfg

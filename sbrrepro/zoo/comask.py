@@ -36,6 +36,12 @@ POOLS = {
 }
 
 
+# the CL head's box loss: the authors' code's in effect (mean(loss) x mean(weight), IoUs <= 0.1 raised by
+# 0.1: its (N, 1) weights broadcast against its (N,) losses), or mmdet's IoU loss weighted per pixel
+IOU_LOSSES = {"code": dict(type="MeanProductIoULoss", floor=0.1, loss_weight=2.0),
+              "per_pixel": dict(type="IoULoss", loss_weight=2.0)}
+
+
 def _head(o: Options, num_classes: int = 80) -> dict:
     """The RoI head's config, its own copy: later stages change configs in place."""
     return copy.deepcopy(dict(
@@ -50,7 +56,7 @@ def _head(o: Options, num_classes: int = 80) -> dict:
                        roi_feat_size=14, num_convs=10, num_iou_convs=2, fc_out_channels=1024,
                        norm_cfg=dict(type="GN", num_groups=32), weight_thr=0.5, mask_to_grid="avg",
                        detach_box_weights=False,
-                       loss_bbox=dict(type="IoULoss", loss_weight=2.0),
+                       loss_bbox=IOU_LOSSES[o["iou_loss"]],
                        loss_mask=dict(type="CrossEntropyLoss", use_mask=True, loss_weight=1.0),
                        loss_mask_iou=dict(type="MSELoss", loss_weight=0.5),
                        loss_fg=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0))))
@@ -70,9 +76,10 @@ def _build(o: Options) -> dict:
     train["rcnn"].update(jitter=0.15, max_num_reg=192, mask_thr_binary=0.5)
     train["rcnn"]["assigner"]["match_low_quality"] = True
     # classification NMS at IoU 0.3; mask score = class score + 0.3 x the predicted mask IoU (the code);
-    # the refined box averages the pixels whose mask confidence passes 0.5 (the paper)
+    # the refined box averages the pixels whose mask confidence passes 0.5 (the paper); the second pass runs
+    # on it unclipped (the code: its clamp acts on a copy)
     test["rcnn"] = dict(score_thr=0.05, nms=dict(type="nms", iou_threshold=0.3), max_per_img=100, mask_thr_binary=0.5,
-                        box_weight_thr=0.5, mask_iou_weight=0.3)
+                        box_weight_thr=0.5, mask_iou_weight=0.3, clip_refined=False)
     record_rcnn(model)
     return cfg
 
@@ -85,17 +92,31 @@ def _narrow_pool(model: dict, width: int) -> None:
         pool.update(output_channels=width, deform_fc_channels=4 * width)
 
 
+def _finish(o: Options) -> Options | str:
+    if o["msfem_variant"] == "code" and o["branches"] < 3:
+        return (f"the authors' code's MSFEM is the identity below 3 branches (branches: {o['branches']}): "
+                "msfem_variant: paper builds them")
+    return o
+
+
 MODELS = [
     Model("comask", "CoMask", "CoMask: the MFPN neck and the collaborative-learning head on Mask R-CNN", _build,
           options={**BACKBONE,
                    "branches": Field(int, 4, one_of(1, 2, 4), "MSFEM branches (CoMask_1, _2, _4 of Table 2)"),
-                   "msfem_variant": Field(str, "paper", one_of("paper", "code"),
-                                          "the paper's MSFEM after each FPN level, or the authors' code's (in "
-                                          "place of the FPN's output convs; the identity below 3 branches)"),
+                   "msfem_variant": Field(str, "code", one_of("paper", "code"),
+                                          "the authors' code's MSFEM (SIM with RCA, in place of the FPN's output "
+                                          "convs, as their COCO config's ..._4branch_10convs_rca run; the identity "
+                                          "below 3 branches), or the paper's after each FPN level (Eqs. 1-7)"),
+                   "iou_loss": Field(str, "code", one_of(*IOU_LOSSES),
+                                     "the CL head's IoU loss: the authors' code's in effect (mean(loss) x "
+                                     "mean(weight), IoUs <= 0.1 raised by 0.1), or mmdet's weighted per pixel"),
                    "collaborative": Field(bool, True, None, "the box weighted by the coarse mask; false: "
                                           "'w/o CL', a separate foreground map as D2Det's"),
                    "roi_pool": Field(str, "drp", one_of(*POOLS), "the classification branch's RoI pooling: "
                                      "D2Det's discriminative pooling (the code) or RoIAlign")},
-          iou_series=one_rcnn_stage, backbone=backbone_name, backbones=BACKBONE_NAMES,
-          smoke=(narrow_backbone, _narrow_pool)),
+          finish=_finish, iou_series=one_rcnn_stage, backbone=backbone_name, backbones=BACKBONE_NAMES,
+          smoke=(narrow_backbone, _narrow_pool),
+          # the authors' 1.x config (SID_r50_mfpn_2x.py) leaves the RPN's loss at 1.x's SmoothL1 (beta 1/9) and
+          # sets allowed_border 0; its proposals and matching are built as it has them (above)
+          era_settings=("rpn_loss", "allowed_border")),
 ]

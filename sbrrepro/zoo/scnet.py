@@ -1,17 +1,19 @@
 """SCNet (Vu, Kang and Yoo, AAAI 2021) and the models of its ablations: SCNet with feature relay and
 global context each switchable; Cascade Mask R-CNN with HTC's semantic branch (the paper's baseline),
-with feature relay, global context or naive sample consistency; Mask R-CNN with the semantic branch,
-with or without feature relay. Every one starts from MMDetection's shipped HTC (with its semantic
-branch) or SCNet config, on the backbones of MMDetection's SCNet configs.
+with feature relay, global context or naive sample consistency; Mask R-CNN with or without the semantic
+branch, with or without feature relay. Every one starts from MMDetection's shipped HTC (with or without
+its semantic branch) or SCNet config, on the backbones of MMDetection's SCNet configs.
 """
 
 from __future__ import annotations
 
 from ..schema import Field, one_of
 from . import Model
+from ._frameworks import ALL as ERA_ALL
 from ._parts import (
     BACKBONE,
     BACKBONE_NAMES,
+    HTC,
     HTC_SEMANTIC,
     SEMANTIC_HEADS,
     Options,
@@ -51,6 +53,8 @@ def _scnet(o: Options) -> dict:
     record_rcnn(model)
     head = model["roi_head"]
     head["glbctx_head"]["loss_weight"] = o["glbctx_weight"]
+    if o["semantic_head"] == "htc":  # HTC's plain 4 convs, as the cascade rows' (the same parameters)
+        head["semantic_head"] = stock(HTC_SEMANTIC)["model"]["roi_head"]["semantic_head"]
     if not (o["feat_relay"] and o["glbctx"]):
         head["type"] = "SCNetSwitchRoIHead"
         for part in ("feat_relay", "glbctx"):
@@ -69,8 +73,9 @@ def _semantic_cascade(o: Options, stages: int = 3) -> dict:
     """HTC's detector without its two information flows (interleaved box and mask branches, mask
     information flow): a cascade whose mask head t trains on stage t's samples, with HTC's semantic
     branch fused into the box and mask RoI features; at test every mask head predicts on the final
-    boxes and the masks are averaged. One stage: Mask R-CNN with the semantic branch."""
-    cfg = stock(HTC_SEMANTIC)
+    boxes and the masks are averaged. One stage: Mask R-CNN with the semantic branch (`semantic`
+    false: without it, from HTC's config without the branch)."""
+    cfg = stock(HTC_SEMANTIC if o.get("semantic", True) else HTC)
     model = cfg["model"]
     backbone(model, o)
     head = model["roi_head"]
@@ -103,7 +108,10 @@ MODELS = [
           "relay and global context each switchable", _scnet,
           options={**BACKBONE, **{k: Field(bool, True, None, f.help) for k, f in {**FEAT_RELAY, **GLBCTX}.items()},
                    "glbctx_weight": Field(float, 3.0, lambda v: None if v >= 0 else f"must be >= 0, got {v}",
-                                          "the global context loss weight (lambda)")},
+                                          "the global context loss weight (lambda)"),
+                   "semantic_head": Field(str, "scnet", one_of("scnet", "htc"),
+                                          "SCNet's semantic head (its 4 convs as 2 residual blocks, the authors' "
+                                          "code) or HTC's plain one (the cascade rows'), to size the swap")},
           finish=_finish_scnet, gpu_hours_per_epoch=lambda o: hours_per_epoch(3), iou_series=three_stages,
           **_HOOKS),
     Model("cascade_semantic", "Cascade Mask R-CNN", "Cascade Mask R-CNN with HTC's semantic branch (SCNet's "
@@ -113,7 +121,14 @@ MODELS = [
                    "sc": Field(str, "none", one_of("none", "naive"), "naive sample consistency: every stage's mask "
                                "head trains on the last stage's samples")},
           gpu_hours_per_epoch=lambda o: hours_per_epoch(3), iou_series=three_stages, **_HOOKS),
-    Model("mask_rcnn_semantic", "Mask R-CNN", "Mask R-CNN with HTC's semantic branch; with feature relay",
-          lambda o: _semantic_cascade(o, stages=1), options={**BACKBONE, **FEAT_RELAY},
-          gpu_hours_per_epoch=lambda o: hours_per_epoch(0), iou_series=one_rcnn_stage, **_HOOKS),
+    Model("mask_rcnn_semantic", "Mask R-CNN", "Mask R-CNN (one-stage HTC without information flow) with HTC's "
+          "semantic branch, or without it; with feature relay",
+          lambda o: _semantic_cascade(o, stages=1),
+          options={**BACKBONE, **FEAT_RELAY,
+                   "semantic": Field(bool, True, None, "HTC's semantic branch (false: HTC's config without it)")},
+          # Table 4 compares it, with feature relay, to the stock Mask R-CNN built with 1.x's settings:
+          # it takes them too (HTC's config already has the losses, proposals and border), so that the
+          # two rows differ in the relay, not in their era.
+          gpu_hours_per_epoch=lambda o: hours_per_epoch(0), iou_series=one_rcnn_stage, era_settings=ERA_ALL,
+          **_HOOKS),
 ]

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..schema import Field
 from . import Model
+from ._frameworks import ALL as ERA_ALL
 from ._parts import (
     ADDON,
     BACKBONE,
@@ -98,10 +99,11 @@ MODELS = [
     # GC-Net on Mask R-CNN as the SBR-CNN authors link it: MMDetection's config without SyncBN.
     Model("mask_rcnn", "Mask R-CNN", "Mask R-CNN, ResNet-FPN (MMDetection's stock model)",
           lambda o: two_stage(MASK_RCNN, o, sync_bn=False), options={**ADDON, **GROIE}, finish=finish_groie,
-          gpu_hours_per_epoch=lambda o: hours_per_epoch(0), iou_series=one_rcnn_stage),
+          gpu_hours_per_epoch=lambda o: hours_per_epoch(0), iou_series=one_rcnn_stage, era_settings=ERA_ALL),
     Model("faster_rcnn", "Faster R-CNN", "Faster R-CNN, ResNet-FPN; with GRoIE for SBR-CNN Tables 8-10",
           lambda o: two_stage("faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", o), options=dict(GROIE),
-          finish=finish_groie, gpu_hours_per_epoch=lambda o: hours_per_epoch(0), iou_series=one_rcnn_stage),
+          finish=finish_groie, gpu_hours_per_epoch=lambda o: hours_per_epoch(0), iou_series=one_rcnn_stage,
+          era_settings=ERA_ALL),
     Model("htc", "HTC", "Hybrid Task Cascade, without its semantic branch unless asked", _htc,
           options={**ADDON, **BACKBONE, "semantic": Field(bool, False, None, "HTC's semantic segmentation branch, "
                                                           "trained on COCO-stuff's maps")},

@@ -4,7 +4,9 @@ centres, two deconvolutions and a conv giving 28x28 class masks, and a mask-scor
 with the label's max-pooled mask, convs, two FCs, one IoU per class). The refined box is the per-pixel
 boxes averaged with the label's mask's weights on the grid (Eqs. 8-9, `geometry`); with `fg_map` ("w/o
 CL") the weights come from D2Det's 1-channel foreground map instead. Losses: IoU loss of every pixel's
-box against the gt box, weighted per pixel; mask CE; MSE of the mask IoU; foreground BCE with `fg_map`.
+box against the gt box, weighted by the pixels' weights (`loss_bbox`: the authors' code's mean(loss) x
+mean(weight), `iou_loss.MeanProductIoULoss`, or mmdet's per pixel); mask CE; MSE of the mask IoU;
+foreground BCE with `fg_map`.
 Where each choice comes from: README.md beside this file.
 """
 
@@ -58,7 +60,8 @@ class CoMaskCLHead(BaseModule):
         weight_thr: M_s threshold of the training box weights (0.5).
         mask_to_grid: 'avg' (paper) or 'bilinear' (code), how the 28x28 mask becomes M_s.
         detach_box_weights: stop the IoU loss's gradient into the masks (the code lets it through).
-        loss_bbox, loss_mask, loss_mask_iou, loss_fg: IoU 2.0, mask CE 1.0, MSE 0.5, foreground BCE 1.0.
+        loss_bbox, loss_mask, loss_mask_iou, loss_fg: IoU 2.0 (mmdet's IoULoss, per pixel; the zoo builds
+            the code's `MeanProductIoULoss`), mask CE 1.0, MSE 0.5, foreground BCE 1.0.
     """
 
     # mmdet's mask pasting and mask-IoU targets, reused as they are
@@ -135,8 +138,8 @@ class CoMaskCLHead(BaseModule):
 
     def refine_boxes(self, boxes: Tensor, preds: dict, labels: Tensor, thr: float = 0.5,
                      max_shape: Tensor | None = None) -> Tensor:
-        """Eqs. 8-9 for every RoI, clipped to `max_shape` (n, 2) as (h, w); a box that is empty after that
-        keeps its input box."""
+        """Eqs. 8-9 for every RoI, clipped to `max_shape` (n, 2) as (h, w) when given (the authors' code
+        does not clip); an empty box keeps its input box."""
         refined = weighted_box(decode_dense_boxes(boxes, preds["dist"]), self.box_weights(preds, labels), thr)
         if max_shape is not None:
             refined = clip_boxes(refined, max_shape.to(refined.dtype))

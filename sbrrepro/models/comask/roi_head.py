@@ -21,7 +21,7 @@ from mmdet.structures.mask import mask_target
 from mmdet.utils import InstanceList
 from torch import Tensor, nn
 
-from .geometry import jitter_boxes
+from .geometry import clip_boxes, jitter_boxes
 from .ratio_extractor import RatioRoIExtractor
 
 ROI_POOLS = ("drp", "roialign")
@@ -176,21 +176,28 @@ class CoMaskRoIHead(StandardRoIHead):
     def predict_mask(self, x: tuple[Tensor, ...], batch_img_metas: list[dict], results_list: InstanceList,
                      rescale: bool = False) -> InstanceList:
         """Refine the detections' boxes (Eqs. 8-9), run the CL head again on them for the masks and their
-        IoUs, score each instance cls + mask_iou_weight x IoU, paste the masks."""
+        IoUs, score each instance cls + mask_iou_weight x IoU, paste the masks. The second pass runs on the
+        refined box as it is (test_cfg `clip_refined` true: clipped to the image first), as the authors'
+        code does (its clamp acts on a copy); the box reported, into which the mask is pasted, is clipped
+        (the code pastes the whole mask into the clipped box too)."""
         cfg = self.test_cfg
         rois = bbox2roi([res.bboxes for res in results_list])
         if rois.shape[0] == 0:
             return empty_instances(batch_img_metas, rois.device, task_type="mask", instance_results=results_list,
                                    mask_thr_binary=cfg.mask_thr_binary)
         img_shapes = _img_shapes(batch_img_metas, rois.device)
+        max_shape = img_shapes[rois[:, 0].long()]
         labels = torch.cat([res.labels for res in results_list])
         first = self._cl_forward(x, rois, img_shapes)
         refined = self.mask_head.refine_boxes(rois[:, 1:], first, labels, thr=cfg.get("box_weight_thr", 0.5),
-                                              max_shape=img_shapes[rois[:, 0].long()])
+                                              max_shape=max_shape if cfg.get("clip_refined", False) else None)
         second = self._cl_forward(x, torch.cat([rois[:, :1], refined], 1), img_shapes, labels)
         mask_iou = second["mask_iou"][torch.arange(len(labels), device=labels.device), labels]
         counts = [len(res) for res in results_list]
-        for res, boxes, iou in zip(results_list, refined.split(counts), mask_iou.split(counts)):
+        shown = clip_boxes(refined, max_shape.to(refined.dtype))
+        outside = (shown[:, 2] <= shown[:, 0]) | (shown[:, 3] <= shown[:, 1])  # wholly off the image
+        shown = torch.where(outside[:, None], rois[:, 1:], shown)
+        for res, boxes, iou in zip(results_list, shown.split(counts), mask_iou.split(counts)):
             res.bboxes = boxes
             res.scores = res.scores + cfg.get("mask_iou_weight", 0.3) * iou
         return self.mask_head.predict_by_feat(mask_preds=second["mask_preds"].split(counts),

@@ -19,7 +19,12 @@ def _extractor(layer: dict | None) -> dict:
     return cfg if layer is None else dict(cfg, roi_layer=layer)
 
 
-def roi_head(roi_pool: str = "drp", collaborative: bool = True) -> dict:
+# the CL head's box loss: the authors' code's in effect (the zoo's default), or mmdet's per pixel
+IOU_LOSSES = {"code": dict(type="MeanProductIoULoss", floor=0.1, loss_weight=2.0),
+              "per_pixel": dict(type="IoULoss", loss_weight=2.0)}
+
+
+def roi_head(roi_pool: str = "drp", collaborative: bool = True, iou_loss: str = "code") -> dict:
     drp = dict(type="DiscriminativeRoIPool", output_size=7, output_channels=WIDTH, deform_fc_channels=FC)
     return dict(type="CoMaskRoIHead", roi_pool=roi_pool, collaborative=collaborative,
                 bbox_roi_extractor=_extractor(drp if roi_pool == "drp" else None),
@@ -28,7 +33,7 @@ def roi_head(roi_pool: str = "drp", collaborative: bool = True) -> dict:
                                loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=2.0)),
                 mask_roi_extractor=_extractor(dict(type="RoIAlign", output_size=14, sampling_ratio=2)),
                 mask_head=dict(type="CoMaskCLHead", num_classes=CLASSES, in_channels=WIDTH, conv_out_channels=WIDTH,
-                               fc_out_channels=FC))
+                               fc_out_channels=FC, loss_bbox=IOU_LOSSES[iou_loss]))
 
 
 def model_cfg(**kwargs) -> dict:
@@ -48,11 +53,12 @@ def model_cfg(**kwargs) -> dict:
 ZERO_AT_INIT = (".offset_fc.0", ".offset_fc.2", ".pool.norm")
 
 
-@pytest.mark.parametrize(("collaborative", "roi_pool"), [(True, "drp"), (False, "drp"), (True, "roialign"),
-                                                          (False, "roialign")],
-                         ids=["comask", "wo-cl", "comask-roialign", "wo-cl-roialign"])
-def test_detector(collaborative, roi_pool):
-    cfg = model_cfg(roi_pool=roi_pool, collaborative=collaborative)
+@pytest.mark.parametrize(("collaborative", "roi_pool", "iou_loss"),
+                         [(True, "drp", "code"), (False, "drp", "code"), (True, "roialign", "per_pixel"),
+                          (False, "roialign", "per_pixel")],
+                         ids=["comask", "wo-cl", "comask-roialign-per-pixel", "wo-cl-roialign-per-pixel"])
+def test_detector(collaborative, roi_pool, iou_loss):
+    cfg = model_cfg(roi_pool=roi_pool, collaborative=collaborative, iou_loss=iou_loss)
     model = build(cfg)
     head = model.roi_head
     assert (head.mask_head.fg_map, head.mask_head.conv_fg is None) == (not collaborative, collaborative)
@@ -91,6 +97,60 @@ def test_cl_head_sees_at_most_max_num_reg_jittered_positives():
     model.roi_head.mask_head.forward = spy
     train_step(cfg, model)
     assert seen == [5]
+
+
+@pytest.mark.parametrize("clip", [False, True], ids=["code-unclipped", "clipped"])
+def test_second_pass_runs_on_the_refined_box_unclipped(clip):
+    """The authors' code clamps a copy of the refined boxes (`bbox_res[:, [0, 2]].clamp_`), so its second
+    pass sees them as refined; the box reported (the mask's paste box) is clipped. test_cfg clip_refined:
+    the second pass on the clipped box."""
+    from sbrrepro.models.comask.geometry import clip_boxes
+
+    cfg = model_cfg()
+    cfg["test_cfg"]["rcnn"].update(clip_refined=clip, max_per_img=5)
+    model = build(cfg)
+    head = model.roi_head
+    refine, cl_forward, passes = head.mask_head.refine_boxes, head._cl_forward, []
+
+    def off_the_image(boxes, preds, labels, thr=0.5, max_shape=None):
+        # every refined box half off the right border, then clipped where the head asks for it
+        moved = refine(boxes, preds, labels, thr) + torch.tensor([IMAGE / 2, 0.0, IMAGE / 2, 0.0])
+        return moved if max_shape is None else clip_boxes(moved, max_shape.to(moved.dtype))
+
+    def spy(x, rois, img_shapes, labels=None):
+        passes.append(rois.clone())
+        return cl_forward(x, rois, img_shapes, labels)
+
+    head.mask_head.refine_boxes, head._cl_forward = off_the_image, spy
+    (result,) = predict(cfg, model)[:1]
+    second = passes[1][:, 1:]
+    assert len(second) and (second[:, 2] > IMAGE).any() != clip and (second <= IMAGE).all() == clip
+    boxes = result.pred_instances.bboxes
+    assert (boxes <= IMAGE).all() and (boxes >= 0).all()
+
+
+def test_the_codes_iou_loss_is_its_broadcast_mean():
+    """MeanProductIoULoss equals the authors' code as it runs: -log of the IoUs (those <= 0.1 raised by
+    0.1) times (N, 1) weights against (N,) losses, the mean of the N x N products, times 2; a
+    degenerate box costs -log(0.1 + eps), not -log(eps)."""
+    from mmdet.registry import MODELS
+    from mmdet.structures.bbox import bbox_overlaps
+
+    torch.manual_seed(0)
+    target = torch.tensor([[10.0, 10.0, 50.0, 60.0]]).repeat(6, 1)
+    pred = target + torch.randn(6, 4) * 8
+    pred[0] = torch.tensor([30.0, 30.0, 30.0, 30.0])  # degenerate: IoU 0
+    weight = torch.rand(6) * (torch.rand(6) > 0.3)
+    ious = bbox_overlaps(pred, target, is_aligned=True).clamp(min=1e-6)
+    per_box = -torch.where(ious > 0.1, ious, ious + 0.1).log()
+    expected = 2.0 * (per_box[None, :] * weight[:, None]).mean()  # the code's (N, 1) x (N,) broadcast
+    loss = MODELS.build(dict(type="MeanProductIoULoss", floor=0.1, loss_weight=2.0))
+    assert torch.allclose(loss(pred, target, weight=weight), expected)
+    assert torch.allclose(loss(pred, target, weight=weight[:, None]), expected)
+    assert float(per_box[0]) == pytest.approx(-torch.tensor(0.1 + 1e-6).log().item())
+    plain = MODELS.build(dict(type="MeanProductIoULoss", floor=0.0, loss_weight=2.0))
+    assert float(plain(pred[:1], target[:1])) == pytest.approx(-2 * torch.tensor(1e-6).log().item(), rel=1e-4)
+    assert float(loss(pred[:0], target[:0], weight=weight[:0])) == 0.0
 
 
 REJECTED = {
