@@ -21,7 +21,7 @@ def main() -> None:
     files = sorted(str(p) for p in (REPO / "plans" / "sbr-cnn").glob("*.yaml") if p.name != "recipe.yaml")
     with tempfile.TemporaryDirectory() as tmp:
         prepared = prepare(files, Path(tmp) / "study", smoke=False, data_root=f"{tmp}/coco", dry_run=True)
-        s = summarize(prepared.trained, prepared.study.paths, "full")
+        s, _ = summarize(prepared.trained, prepared.study.paths, "full")
     rows, trained = prepared.rows, prepared.trained
     print(f"plans: {', '.join(sorted({plan.name for plan, _, _ in rows}))}")
     print(f"table rows: {len(rows)} ({len(rows) - len(trained)} counted from the model, no job: Table 1, Fig. 1)")

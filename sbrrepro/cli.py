@@ -98,16 +98,16 @@ def _trained(rows: list) -> list:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import jobs
+    from . import jobs, preflight
     from .costs import summarize
     from .executors import load_profile, make_executor
     from .prepare import prepare
     from .study import select
-    from .zoo import COST_BASIS
 
-    executor = make_executor(load_profile(args.cluster))
+    profile = load_profile(args.cluster)
+    executor = make_executor(profile)
     prepared = prepare(_plans(args.plans), Path(args.study), args.smoke, args.epochs, args.data_root, args.dry_run,
-                       args.dataset, args.seeds, args.rows, args.framework)
+                       args.dataset, args.seeds, args.rows, args.framework, weights=profile.weights)
     study, trained = prepared.study, prepared.trained
     shown = prepared.plans  # whose rows without jobs (counted, cited, derived) are told apart
     if args.rows:  # every row is registered; only these are submitted (with the trainings they need)
@@ -118,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         todo = jobs.would_submit(study, rows, args.retry_failed)
         _print_states(jobs.states(study, rows), args.json, todo, shown)
         if not args.json:
-            s = summarize(trained, study.paths, study.scale)
+            s, costs = summarize(trained, study.paths, study.scale, executor.profile.time_min)
             print(f"dry run: {s.rows} row(s), {s.trainings} unique training(s), {s.evaluations} "
                   f"evaluation-only job(s); would submit {len(todo)} job(s); nothing submitted")
             if shown and (counted := len(prepared.rows) - len(trained)):
@@ -129,12 +129,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                 cited = sum(row.cited is not None for row in unrun)
                 print(f"{cited} cited row(s) (another paper's published numbers, no verdict) and "
                       f"{len(unrun) - cited} derived line(s) (computed from other rows by `sbrrepro collect`): no job")
-            unit = "GPU-hours" if study.scale == "full" else "process-hours"
-            print("cost: unknown until measured (`collect` measures finished runs)" if s.hours is None else
-                  f"cost: {s.hours:.1f} {unit} for the unique trainings; one training per row would take "
-                  f"{s.hours_one_per_row:.1f} (saved: {s.hours_one_per_row - s.hours:.1f}); what this study has "
-                  f"not measured yet is estimated from {COST_BASIS}")
+            _print_costs(s, costs, study.scale, profile)
+            if missing := sorted(u for u, p in prepared.weights.items() if not p.exists()):
+                print(f"weights `run` will fetch into {_shell_path(next(iter(prepared.weights.values())).parent)} "
+                      f"before submitting: {', '.join(missing)}")
         return 0
+    refused = preflight.blocking(preflight.load(study.paths), [rc.train_key for rc in rows])
+    if refused is not None:
+        raise UserError(str(study.paths.preflight), ", ".join(refused.rows), f"its preflight {refused.line()}; "
+                        "fix the row or its profile and run `sbrrepro preflight` again")
     for summary in prepared.checked:
         print(f"data checked: {summary.line()}")
     with study.submitting():
@@ -144,6 +147,76 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _wait(study, rows)
     _print_states(jobs.states(study, rows), False)
     return 0
+
+
+def _print_costs(s, costs: dict, scale: str, profile) -> None:
+    """The cost of what a dry run would submit: in all, and per training with its basis."""
+    from .costs import PAPER
+    from .zoo import COST_BASIS
+
+    if s.hours is None:
+        print("cost: unknown until measured (`collect` measures finished runs)")
+        return
+    unit = "GPU-hours" if scale == "full" else "process-hours"
+    print(f"cost: {s.hours:.1f} {unit} for the unique trainings; one training per row would take "
+          f"{s.hours_one_per_row:.1f} (saved: {s.hours_one_per_row - s.hours:.1f})")
+    if scale != "full":
+        return
+    requeues = sum(c.requeues for c in costs.values())
+    print(f"checkpoints: at most {s.checkpoint_GB:.1f} GB on disk (each training keeps its last, and writes the next "
+          f"beside it); requeues under {profile.name}'s {profile.time_min} min limit: {requeues} in all")
+    for key, c in costs.items():
+        print(f"  {key:<28} {c.hours:8.1f} {unit}  {c.checkpoint_GB:5.2f} GB  {c.requeues} requeue(s)  ({c.basis})")
+    if any(c.basis.startswith(PAPER) for c in costs.values()):
+        print(f"{PAPER}: {COST_BASIS}")
+
+
+def _image_size(text: str | None) -> tuple[int, int] | None:
+    try:
+        size = None if text is None else tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        size = ()
+    if size is not None and (len(size) != 2 or min(size) < 32):
+        raise UserError("command line", "--image-size", f"{text!r}: give WIDTHxHEIGHT in pixels, each at least 32, "
+                        "e.g. 1333x800")
+    return size
+
+
+def cmd_preflight(args: argparse.Namespace) -> int:
+    from . import preflight
+    from .executors import load_profile, make_executor
+    from .prepare import prepare, scale_of
+    from .study import select
+
+    size = _image_size(args.image_size)
+    if args.steps < 1:
+        raise UserError("command line", "--steps", f"must be at least 1, got {args.steps}")
+    profile = load_profile(args.cluster)
+    # The data is the preflight's own (COCO's first images, else the embedded set): no data check; the
+    # weights are fetched unless the models start from random ones.
+    prepared = prepare(_plans(args.plans), Path(args.study), False, data_root=args.data_root, dry_run=True,
+                       wanted=args.rows, framework=args.framework, weights=profile.weights,
+                       fetch_weights=not args.random_init)
+    trained = prepared.trained
+    if args.rows:
+        chosen = set(select([rc for _, rc in trained], args.rows, "command line"))
+        trained = [(row, rc) for row, rc in trained if rc in chosen]
+    trainings: dict[str, tuple[str, list[str]]] = {}
+    for _, rc in trained:
+        config, needed = trainings.get(rc.train_key, (str(rc.train_path), []))
+        trainings[rc.train_key] = (config, [*needed, f"{rc.plan}:{rc.row}"])
+    scale = scale_of(Path(args.study), False, None, args.data_root)
+    coco = [scale.data_root / scale.files("train", row.recipe["train_split"])[0] for row, _ in trained]
+    embedded = None if all(p.exists() for p in coco) else str(preflight.embedded_data(prepared.study))
+    data = "COCO" if embedded is None else f"the embedded dataset (no COCO at {scale.data_root})"
+    print(f"preflight: {len(trainings)} training(s) on {profile.name}, {data}", flush=True)
+    found = preflight.submit_and_wait(prepared.study, trainings, make_executor(preflight.one_device(profile)),
+                                      size=size, steps=args.steps, embedded=embedded, random_init=args.random_init,
+                                      gpu_memory_GB=profile.gpu_memory_GB)
+    for f in found:
+        print(f"{f.key} ({', '.join(f.rows)}): {f.line()}")
+    print(f"recorded in {_shell_path(prepared.study.paths.preflight)}")
+    return 0 if all(f.ok for f in found) else 1
 
 
 def _wait(study, rows, poll_s: float = 5.0) -> int:
@@ -181,7 +254,7 @@ def _wait(study, rows, poll_s: float = 5.0) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from . import jobs
+    from . import jobs, preflight
     from .plan import load_plan
     from .study import Study
 
@@ -191,6 +264,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     plans = [] if args.rows else [load_plan(p) for p in dict.fromkeys(p for p, _ in registered)]
     states = jobs.states(study, _trained(registered))
     _print_states(states, args.json, plans=plans, epochs=None if args.json else _epochs(study, states))
+    found = preflight.load(study.paths)
+    checked = [found[k] for k in dict.fromkeys(s.train_key for s in states) if k in found]
+    if checked and not args.json:
+        print("preflight (`sbrrepro preflight`):")
+        for f in checked:
+            print(f"  {f.key} ({', '.join(f.rows)}): {f.line()}")
     if states and not args.json:  # `status --json` stays one JSON document
         print(f"watch the curves: tensorboard --logdir {_shell_path(study.paths.root / 'runs')}")
     return 0
@@ -434,6 +513,20 @@ class _Version(argparse.Action):
         p.exit()
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import failures, render, submit, wait
+
+    if args.timeout <= 0:
+        raise UserError("command line", "--timeout", f"must be positive, got {args.timeout:g}")
+    checkup = submit(args.cluster, args.data_root, args.weights, Path(args.folder))
+    print(checkup.line(), flush=True)
+    columns = wait(checkup, args.timeout)
+    print(render(columns))
+    failed = failures(columns)
+    print(f"doctor: {failed} check(s) failed" if failed else "doctor: every check passed")
+    return 1 if failed else 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sbrrepro", description="Reproduce instance-segmentation papers' tables on "
                                 "MMDetection, on this machine or a SLURM cluster: `sbrrepro run plans/table5.yaml`, "
@@ -471,11 +564,39 @@ def parser() -> argparse.ArgumentParser:
              "and a later run without --rows submits the rest")
     run.set_defaults(func=cmd_run)
 
+    pre = sub.add_parser("preflight", help="before GPU-hours: each unique full-scale training takes a few real "
+                         "steps and one prediction on one device of the profile (s/iter, memory, fits)")
+    pre.add_argument("plans", nargs="+", help="plan files, e.g. plans/groie/table2.yaml")
+    study_arg(pre)
+    pre.add_argument("--cluster", help="cluster profile: one of its GPUs per training (default: this machine)")
+    pre.add_argument("--data-root", help="COCO folder (default: $SBRREPRO_COCO or data/coco; without COCO, the "
+                     "embedded dataset at the given size)")
+    pre.add_argument("--steps", type=int, default=3, help="timed training steps, after 2 not timed (default: 3)")
+    pre.add_argument("--image-size", default=None, metavar="WxH", help="every training image resized to this "
+                     "(default: the row's own largest, e.g. 1333x800)")
+    pre.add_argument("--random-init", action="store_true", help="no pretrained weights (default: load them)")
+    pre.add_argument("--framework", choices=FRAMEWORKS, help="as run's --framework")
+    rows_arg(pre, "preflight only these rows' trainings")
+    pre.set_defaults(func=cmd_preflight)
+
     status = sub.add_parser("status", help="each row's state and job id")
     study_arg(status)
     status.add_argument("--json", action="store_true")
     rows_arg(status, "show only these rows (default: all)")
     status.set_defaults(func=cmd_status)
+
+    doctor = sub.add_parser("doctor", help="before the first run: a short job on one node and one on two nodes "
+                            "check torch, CUDA, the GPUs, mmcv's ops, an all-reduce, the data and the weights there")
+    doctor.add_argument("--cluster", help="cluster profile: a YAML file or a name in slurm/ (default: this machine, "
+                        "one job)")
+    doctor.add_argument("--data-root", help="COCO folder the nodes must read (default: $SBRREPRO_COCO or data/coco)")
+    doctor.add_argument("--weights", help="weights cache the nodes must read (default: the profile's weights, else "
+                        "$SBRREPRO_WEIGHTS, else not checked)")
+    doctor.add_argument("--folder", default="studies/doctor", help="where the jobs' files and logs go, a folder the "
+                        "nodes share (default: %(default)s)")
+    doctor.add_argument("--timeout", type=float, default=10, metavar="MIN", help="cancel the jobs not ended after "
+                        "this many minutes, queueing included (default: %(default)s)")
+    doctor.set_defaults(func=cmd_doctor)
 
     cancel = sub.add_parser("cancel", help="cancel the pending and running jobs of a study (or of --rows)")
     study_arg(cancel)

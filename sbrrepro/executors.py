@@ -68,7 +68,11 @@ PROFILE_FIELDS = {
     "gpu_flag": Field(str, "gpus-per-node", one_of("gpus-per-node", "gres"),
                       "how the cluster takes GPU requests"),
     "time_min": Field(int, 7 * 24 * 60, positive, "time limit per job, in minutes"),
+    "gpu_memory_GB": Field(float, None, positive, "memory of one GPU, which a training must fit in (`preflight`; "
+                           "default: what the GPU reports)"),
     "setup": Field(("list", str), [], help="shell lines run before the job, e.g. activating the venv"),
+    "weights": Field(str, None, help="a folder the compute nodes read where `run` stages the pretrained weights the "
+                     "configs load (default: $SBRREPRO_WEIGHTS, else STUDY/weights)"),
     "sbatch": Field(dict, {}, _safe_values, "extra sbatch parameters"),
     "array_parallelism": Field(int, None, positive, "slurm: submit the trainings of a `run` as job arrays, "
                                "this many of them running at once (default: one job per training)"),

@@ -116,6 +116,8 @@ class StudyPaths:
     costs = property(lambda self: self.root / "costs.json")  # measured hours per training key
     params = property(lambda self: self.root / "params.json")  # parameter counts by model and options
     speed = property(lambda self: self.root / "speed.json")  # `sbrrepro speed`'s figures per row key
+    preflight = property(lambda self: self.root / "preflight.json")  # `sbrrepro preflight`'s findings per key
+    preflight_jobs = property(lambda self: self.root / "preflight")  # its jobs' folders and findings
 
     def run(self, key: str) -> RunPaths:
         return RunPaths(self.root / "runs" / key)

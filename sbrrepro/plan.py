@@ -108,6 +108,8 @@ RECIPE_FIELDS = {
     "val_interval": Field(int, 1, positive, "validate every N epochs"),
     "seed": Field(int, 0, help="MMEngine's random seed"),
     "test_score_thr": Field(float, None, None, "the R-CNN head's test-time score threshold (default: the model's)"),
+    "keep_checkpoints": Field(int, 1, positive, "full scale: the checkpoints a training keeps on disk, the last "
+                              "ones (MMDetection's default keeps every epoch's); the last resumes a requeued job"),
     "framework": Field(str, None, one_of(*FRAMEWORKS), "the MMDetection the paper's numbers came from: each row's "
                        "model takes that era's settings that 3.3 changed, as far as its model takes them "
                        "(`run --framework` builds another's); default: the installed one's (3.3)"),

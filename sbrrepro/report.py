@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import figures, jobs
+from . import figures, jobs, preflight
 from .collect import Collected, RowResult, Run, built_with, one_per_row, paper_settings
 from .costs import estimate
 from .errors import UserError
@@ -109,6 +109,7 @@ class Page:
     changes: list[tuple[str, str, list[tuple[str, Any, Any]]]]  # (row, against which row, diff)
     unfinished: list[tuple[str, str, str | None]]  # (row, state, end of its log)
     cited: list[tuple[str, str]]  # (row, reference)
+    preflight: list[tuple[str, str]]  # (the rows of a training, its preflight's finding)
 
 
 def _name(r: RowResult) -> str:
@@ -184,7 +185,10 @@ def page(study: Study, collected: Collected, paper: str) -> Page:
             if base is not None and r is not base:
                 changes.append((_name(r), f"row {base.row.number}",
                                 config_diff(Path(r.runs[0].state.config), Path(base.runs[0].state.config))))
-    return Page(paper, summary, tables, pictures, setups, changes, unfinished, cited)
+    found = preflight.load(study.paths)
+    checked = [found[k] for k in dict.fromkeys(rc.train_key for _, rc in registered) if k in found]
+    return Page(paper, summary, tables, pictures, setups, changes, unfinished, cited,
+                [(", ".join(f.rows), f.line()) for f in checked])
 
 
 # ---- renderers -----------------------------------------------------------------------------------
@@ -234,6 +238,10 @@ def to_markdown_page(p: Page, relative_to: Path) -> str:
     if p.cited:
         out += ["## Cited rows (another paper's numbers, not reproduced)", ""]
         out += [f"- {name}: {ref}" for name, ref in p.cited]
+        out.append("")
+    if p.preflight:
+        out += ["## Preflight (a few full-scale training steps per training)", ""]
+        out += [f"- {rows}: {line}" for rows, line in p.preflight]
         out.append("")
     return "\n".join(out)
 
@@ -287,6 +295,9 @@ def to_html_page(p: Page) -> str:
     if p.cited:
         out.append("<h2>Cited rows (another paper's numbers, not reproduced)</h2><ul>"
                    + "".join(f"<li>{e(name)}: {e(ref)}</li>" for name, ref in p.cited) + "</ul>")
+    if p.preflight:
+        out.append("<h2>Preflight (a few full-scale training steps per training)</h2><ul>"
+                   + "".join(f"<li>{e(rows)}: {e(line)}</li>" for rows, line in p.preflight) + "</ul>")
     return "".join(out) + "</body></html>\n"
 
 

@@ -60,7 +60,7 @@ def test_sharing_saves_what_the_shared_trainings_would_cost_again(tmp_path):
     for path in (TABLE3, TABLE4):
         plan = load_plan(path)
         rows += zip(plan.model_rows, write_configs(plan, full_scale(tmp_path / "coco"), paths))
-    s = summarize(rows, paths, "full")
+    s, _ = summarize(rows, paths, "full")
     assert (s.rows, s.trainings, s.evaluations) == (11, 5, 4)
     mask, r3_three_loops = paper_estimate(rows[0][0]), paper_estimate(rows[3][0])
     assert s.hours_one_per_row - s.hours == pytest.approx(mask + 5 * r3_three_loops)

@@ -25,7 +25,7 @@ from ..schema import Field
 
 # Re-exported: what the GPU-hour estimates rest on; MMDetection's shipped configs as dicts, which a
 # user's own zoo module builds from too (`stock` is the module of MMDetection's models).
-from ._parts import COST_BASIS  # noqa: F401
+from ._parts import COST_BASIS, hours_per_epoch  # noqa: F401
 from ._parts import stock as shipped  # noqa: F401
 
 ENTRY_POINTS = "sbrrepro.zoo"  # the group of installed packages' zoo modules
