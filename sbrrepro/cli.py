@@ -1,5 +1,5 @@
-"""The `sbrrepro` command: run, status, cancel, collect, report, repair, check-data, import-stats, local-server,
-params, speed, plot-iou, plot-curves, plot-anchors.
+"""The `sbrrepro` command: run, preflight, status, doctor, cancel, collect, report, repair, check-data,
+import-stats, local-server, params, speed, plot-iou, plot-curves, plot-anchors.
 
 Data flows plan -> configs -> jobs -> results -> report; each command parses its arguments, calls
 its stage and prints. Bad input ends with one line on stderr and exit status 2.
