@@ -2,7 +2,7 @@
 training step (after one not timed) and one prediction in this process, from its written config with
 random initial weights, on the embedded dataset at 320x320 (no COCO, no GPU, no internet needed).
 
-    .venv/bin/python benchmarks/preflight.py [--size 320x320] [--only MODEL ...]
+    .venv/bin/python benchmarks/preflight.py [--size 320x320] [--only MODEL ...] [--one-per-model]
 
 Prints per training its model, seconds per iteration, peak memory (the process's RSS on a CPU) and
 the GPU-hour estimate before (the dry run's basis) and after: the CPU step time relative to Mask
@@ -29,6 +29,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--size", default="320x320")
     p.add_argument("--only", nargs="*", help="models to measure (default: all)")
+    p.add_argument("--one-per-model", action="store_true", help="only each model's first training")
     args = p.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
     files = sorted(str(f) for f in REPO.glob("plans/*/*.yaml") if f.name != "recipe.yaml")
@@ -38,7 +39,8 @@ def main() -> None:
         data = str(embedded_data(prepared.study))
         trainings: dict[str, tuple] = {}
         for row, rc in prepared.trained:
-            if (not args.only or rc.model in args.only) and rc.train_key not in trainings:
+            seen = {r.model for r, _ in trainings.values()} if args.one_per_model else set()
+            if (not args.only or rc.model in args.only) and rc.train_key not in trainings and rc.model not in seen:
                 trainings[rc.train_key] = (row, rc)
         print(f"{len(trainings)} unique trainings at {size[0]}x{size[1]}, full width, random weights, one step")
         print(f"{'model':<22} {'training':<28} {'s/iter':>7} {'peak GB':>8} {'GPU-h before':>12}  basis")

@@ -293,7 +293,8 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     roles = ("train", "val")
     splits = {role: scale.files(role, split) for role, split in zip(roles, ("train2017", "val2017"))}
     for role, (ann, images) in splits.items():
-        summary = check(Split(role, scale.data_root / ann, scale.data_root / images), data_cache())
+        summary = check(Split(role, scale.data_root / ann, scale.data_root / images), data_cache(),
+                        max_pixels=scale.profile and scale.profile.max_image_pixels)
         print(summary.line())
     return 0
 
@@ -461,6 +462,7 @@ def cmd_plot_anchors(args: argparse.Namespace) -> int:
     from .layout import StudyPaths
     from .plan import load_plan
     from .profiles import load_profile
+    from .reader import read_json
 
     plan = load_plan(_plans([args.plan])[0])
     if plan.figure != "anchor_coverage":
@@ -471,7 +473,7 @@ def cmd_plot_anchors(args: argparse.Namespace) -> int:
     profile = load_profile(args.dataset) if args.dataset else None
     written = anchor_coverage.draw(paths, rows, out, data_root=args.data_root, progress=not args.json,
                                    profile=profile)
-    table = json.loads(written[-1].read_text())
+    table = read_json(written[-1])
     if args.json:
         print(json.dumps(table, indent=1))
         return 0

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import figures, jobs
+from . import figures, jobs, study_files
 from .configs import RowConfig, mask_sizes_by
 from .costs import measured
 from .errors import UserError
@@ -45,7 +45,9 @@ def ours(study: Study, rc: RowConfig) -> dict[str, float]:
     and checkpoint size; the speed `sbrrepro speed` measured."""
     run, training = study.paths.run(rc.key), study.paths.run(rc.train_key)
     if run.server_stats.exists():  # scored by the evaluation server
-        coco = json.loads(run.server_stats.read_text())
+        coco = study_files.read(run.server_stats, {str: study_files.Number(-1, 1)},
+                                "the evaluation server's stats as `import-stats` stored them",
+                                "delete it and run `sbrrepro import-stats` again")
     else:
         coco = recorded_coco(run, rc.eval_only)
         sized = study.paths.run(sizes_key(rc.key))
@@ -105,7 +107,7 @@ class RowResult:
 def _run(study: Study, state: jobs.RowState, rc: RowConfig, sizes_by: str) -> Run:
     """`sizes_by`: the paper's convention for the mask AP_S/M/L ('box' or 'mask' area)."""
     training = study.paths.run(rc.train_key)
-    prov = json.loads(training.provenance.read_text()) if training.provenance.exists() else None
+    prov = study_files.provenance(training.provenance) if training.provenance.exists() else None
     metrics = sized_by(ours(study, rc), sizes_by) if state.state == jobs.DONE else {}
     return Run(state, metrics, prov, training.final_step())
 

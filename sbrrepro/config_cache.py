@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import versions
+from .errors import UserError
 from .files import atomic_write
+from .reader import STUDY_BYTES, read_bytes, read_json
+from .study_files import KEY, Text, problem
+
+# {"stamp": what filled it, "entries": {digest of a row's inputs: [its key, digest of its config's text]}}
+_SHAPE = {"stamp": str, "entries": {str: [KEY, Text("[0-9a-f]{64}", "a SHA-256 digest")]}}
 
 if TYPE_CHECKING:
     from .configs import Scale
@@ -46,11 +52,13 @@ class ConfigCache:
             return
         self.stamp = f"sbrrepro {versions.source_digest()}; mmdet {versions.installed('mmdet')}"
         if path.exists():
+            # Only a cache: one that cannot be read (cut short by a full disk, a folder in its place) or is
+            # not of its shape (edited by hand) is ignored, every row built, and it is written afresh.
             try:
-                saved = json.loads(path.read_text())
-            except ValueError:  # cut short by a full disk: rebuilt as it fills again
-                saved = {}
-            if saved.get("stamp") == self.stamp:
+                saved = read_json(path)
+            except (OSError, UserError):
+                saved = None
+            if problem(saved, _SHAPE) is None and saved["stamp"] == self.stamp:
                 self.entries = saved["entries"]
 
     def inputs(self, plan: str, row: Row, scale: Scale, what: str) -> str | None:
@@ -66,7 +74,10 @@ class ConfigCache:
             return None
         key, text_digest = self.entries[inputs]
         path = path_of(key)
-        if not path.exists() or digest(path.read_bytes()) != text_digest:
+        try:
+            if digest(read_bytes(path, STUDY_BYTES)) != text_digest:
+                return None
+        except (OSError, UserError):  # gone, or not a file: built again
             return None
         self.hits += 1
         return path, key
@@ -78,5 +89,8 @@ class ConfigCache:
 
     def save(self) -> None:
         if self.path is not None and self._changed:
-            atomic_write(self.path, json.dumps({"stamp": self.stamp, "entries": self.entries}))
+            try:
+                atomic_write(self.path, json.dumps({"stamp": self.stamp, "entries": self.entries}))
+            except OSError:  # a folder in its place: the configs are written, only not remembered
+                return
             self._changed = False

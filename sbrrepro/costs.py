@@ -10,15 +10,16 @@ match (a CPU, another image size) is named as not used.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 
-from . import preflight
+from . import preflight, study_files
 from .configs import RowConfig
+from .errors import UserError
 from .layout import RunPaths, StudyPaths
 from .plan import Row
 from .preflight import Finding
+from .study_files import Number
 from .zoo import MODELS, hours_per_epoch
 
 # What MMDetection trains of COCO train2017 (its images with annotations: `filter_empty_gt`).
@@ -63,13 +64,15 @@ def from_preflight(row: Row, found: Finding | None) -> tuple[float | None, str |
 
 
 def measured(run: RunPaths) -> float | None:
-    """Hours x processes that a finished run took, from what its job wrote."""
+    """Hours x processes that a finished run took, from what its job wrote; None where either file is
+    missing or damaged, or the clock went back."""
     try:
-        started = json.loads(run.provenance.read_text())
-        done = json.loads(run.done.read_text())
-    except (OSError, json.JSONDecodeError):
+        started = study_files.provenance(run.provenance)
+        done = study_files.done(run.done)
+    except UserError:
         return None
-    return (done["finished"] - started["started"]) / 3600 * started["processes"]
+    hours = (done["finished"] - started["started"]) / 3600 * started["processes"]
+    return hours if hours >= 0 else None
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,8 @@ def plan_costs(rows: list[tuple[Row, RowConfig]], paths: StudyPaths, scale: str,
                time_min: int | None = None) -> dict[str, Cost]:
     """Each training's cost, from the best basis there is (see the module's docstring); with the
     profile's `time_min`, the requeues it needs."""
-    known = json.loads(paths.costs.read_text()) if paths.costs.exists() else {}
+    known = study_files.read(paths.costs, {str: Number(0, 1e15)}, "the GPU-hours `collect` measured, by training key",
+                             "delete it and run `sbrrepro collect` again") if paths.costs.exists() else {}
     findings = preflight.load(paths)
     out: dict[str, Cost] = {}
     for row, rc in rows:

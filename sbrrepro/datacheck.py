@@ -14,22 +14,24 @@ time:
    tolerance), a segmentation that is polygons (each >= 6 numbers, an even count, none further than
    one image size beyond the border) or an RLE (`counts` a list or a string covering every pixel,
    `size` the image's [height, width]) that pycocotools decodes;
-6. image files, in the order of `images`: present, an image, of the annotation file's width x height as
-   MMDetection loads it (a JPEG's EXIF orientation 5-8 swaps the two, as cv2 applies it).
+6. image files, in the order of `images`: present, an image, at most `max_pixels` pixels by its header
+   (default MAX_PIXELS; a dataset profile's `max_image_pixels`), of the annotation file's width x height
+   as MMDetection loads it (a JPEG's EXIF orientation 5-8 swaps the two, as cv2 applies it).
 
-Image headers are read by PIL's `Image.open`, which parses the header only (pixels are never decoded),
+Image headers are read by PIL's `Image.open`, which parses the header only (pixels are never decoded,
+so a header claiming gigapixels costs no memory; PIL's own decompression-bomb check is off meanwhile),
 in a thread pool: measured on 5,000 PNGs on 2 cores, files not in the page cache take 0.7 s serially and
 0.4 s with 8 threads (the reads release the GIL); cached ones take 0.12-0.17 s either way; a process pool
 is no faster with fork and 0.3 s slower with forkserver or spawn (start-up and imports).
 
 Cache: with `cache`, a passed check is stored under the annotation file's and the image folder's
-resolved paths, with the annotation file's size and mtime (ns) and a digest of the size and mtime of
-every image file the check read. A later check whose annotation file and image files all stat the
-same returns the stored `Summary` without parsing the JSON or opening an image (a few ms per 1,000
-images: one stat each). A hit assumes, as make and rsync do, that a file whose size and mtime are
-unchanged holds the same bytes; a changed annotation file, or an image file deleted, rewritten or
-touched, is a miss. Files in the folder that the annotation file does not name play no part. Failed
-checks are never stored.
+resolved paths, with the rules' version and pixel bound, the annotation file's size and mtime (ns) and a
+digest of the size and mtime of every image file the check read. A later check under the same rules
+whose annotation file and image files all stat the same returns the stored `Summary` without parsing the
+JSON or opening an image (a few ms per 1,000 images: one stat each). A hit assumes, as make and rsync
+do, that a file whose size and mtime are unchanged holds the same bytes; a changed annotation file, or
+an image file deleted, rewritten or touched, is a miss. Files in the folder that the annotation file
+does not name play no part. Failed checks are never stored.
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ import hashlib
 import json
 import math
 import os
-import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -51,9 +52,12 @@ from pycocotools import mask as mask_utils
 
 from sbrrepro.errors import UserError
 from sbrrepro.files import atomic_write
+from sbrrepro.reader import ANNOTATION_BYTES, STUDY_BYTES, read_json
 
 # Bump when a rule changes: a split passed by older rules is checked again.
-CHECK_VERSION = 1
+CHECK_VERSION = 2
+# The largest image accepted: where PIL's decompression-bomb check refuses (MMDetection's cv2 would decode it)
+MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 TOLERANCE = 1.0  # px a box may reach beyond the image's border (rounding in converters)
 _NUMBER = frozenset((int, float))  # exact types: a bool is not a coordinate
 _ROTATING = frozenset((5, 6, 7, 8))  # EXIF orientations that swap width and height
@@ -85,11 +89,14 @@ class Summary:
                 f"{self.empty_images:,} empty")
 
 
-def check(split: Split, cache: Path | None = None, workers: int | None = None) -> Summary:
+def check(split: Split, cache: Path | None = None, workers: int | None = None,
+          max_pixels: int | None = None) -> Summary:
     """Check `split`; return its summary or raise `UserError` for the first problem. `workers`: threads
-    reading image headers (default: 4 per CPU, at most 32; 1: none)."""
+    reading image headers (default: 4 per CPU, at most 32; 1: none); `max_pixels`: the largest image
+    (default MAX_PIXELS)."""
+    max_pixels = max_pixels or MAX_PIXELS
     if cache is not None:
-        hit = _cached(split, cache)
+        hit = _cached(split, cache, max_pixels)
         if hit is not None:
             return hit
     ann = split.ann
@@ -102,7 +109,7 @@ def check(split: Split, cache: Path | None = None, workers: int | None = None) -
     sizes = _check_images(ann, images)
     names = _check_categories(ann, categories)
     per_image, per_class = _check_annotations(ann, annotations, sizes, names)
-    stamps = _check_files(split, images, workers)
+    stamps = _check_files(split, images, workers, max_pixels)
     summary = Summary(
         split=split.name,
         images=len(images),
@@ -111,7 +118,7 @@ def check(split: Split, cache: Path | None = None, workers: int | None = None) -
         empty_images=sum(1 for image in images if image["id"] not in per_image),
     )
     if cache is not None:
-        _store(cache, split, ann_stat, [image["file_name"] for image in images], stamps, summary)
+        _store(cache, split, max_pixels, ann_stat, [image["file_name"] for image in images], stamps, summary)
     return summary
 
 
@@ -120,20 +127,13 @@ def check(split: Split, cache: Path | None = None, workers: int | None = None) -
 
 def _load(ann: Path) -> tuple[os.stat_result, Any]:
     try:
-        st = ann.stat()
-        data = ann.read_bytes()
+        return ann.stat(), read_json(ann, ANNOTATION_BYTES, "COCO instances JSON")
     except FileNotFoundError:
         raise UserError(str(ann), None, "annotation file is missing") from None
     except IsADirectoryError:
         raise UserError(str(ann), None, "is a folder, not a COCO annotation file") from None
     except OSError as e:
         raise UserError(str(ann), None, f"annotation file cannot be read: {e.strerror or e}") from None
-    try:
-        return st, json.loads(data)
-    except UnicodeDecodeError:
-        raise UserError(str(ann), None, "is not JSON: not UTF-8 text") from None
-    except json.JSONDecodeError as e:
-        raise UserError(str(ann), None, f"is not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
 
 
 def _type(value: Any) -> str:
@@ -374,23 +374,10 @@ def _header(path: str) -> tuple[int, int, int, int, int] | str:
         return "is a folder, not an image"
     except UnidentifiedImageError:
         return "does not open as an image (not a format PIL knows, or a broken header)"
-    except Image.DecompressionBombError:
-        return _large_header(path)
     except OSError as e:
         return f"cannot be read: {e.strerror or e}"
     except Exception as e:  # PIL's parsers raise SyntaxError, ValueError, struct.error... on broken headers
         return f"does not open as an image ({type(e).__name__}: {e})"
-
-
-def _large_header(path: str) -> tuple[int, int, int, int, int] | str:
-    """An image above PIL's decompression-bomb limit, which MMDetection's cv2 loads: read with cv2 (rare)."""
-    import cv2
-
-    st = os.stat(path)
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        return "does not open as an image (cv2 cannot read it)"
-    return img.shape[1], img.shape[0], 1, st.st_size, st.st_mtime_ns
 
 
 def _headers(paths: list[str]) -> list[tuple[int, int, int, int, int] | str]:
@@ -408,24 +395,32 @@ def default_workers() -> int:
     return min(32, 4 * cpus)
 
 
-def _check_files(split: Split, images: list[dict], workers: int | None) -> list[tuple[int, int]]:
-    """Each image file's (size, mtime_ns), after checking it opens at the annotation file's size."""
+def _check_files(split: Split, images: list[dict], workers: int | None, max_pixels: int) -> list[tuple[int, int]]:
+    """Each image file's (size, mtime_ns), after checking it opens, within `max_pixels`, at the annotation
+    file's size."""
     paths = [str(split.images / image["file_name"]) for image in images]
     n = default_workers() if workers is None else workers
-    with warnings.catch_warnings():
-        # above PIL's MAX_IMAGE_PIXELS it warns per image; such images are legitimate here
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    # PIL's own bound, off: it warns per image above its limit and refuses above twice it before the
+    # size can be read; `max_pixels` is checked instead, on the size in the header
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
         if n <= 1 or len(paths) <= _CHUNK:
             results = _headers(paths)
         else:
             with ThreadPoolExecutor(n, thread_name_prefix="datacheck") as pool:
                 results = [r for chunk in pool.map(_headers, _chunks(paths, _CHUNK)) for r in chunk]
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
     stamps = []
     for image, path, result in zip(images, paths, results):
         what = f"image id {image['id']} (file_name '{image['file_name']}' in {split.ann.name})"
         if isinstance(result, str):
             raise UserError(path, None, f"{what}: file {result}")
         width, height, orientation, size, mtime_ns = result
+        if width * height > max_pixels:
+            raise UserError(path, None, f"{what}: the file is {width}x{height} = {width * height:,} pixels by its "
+                            f"header, more than the {max_pixels:,} accepted (not decoded; a dataset profile's "
+                            "max_image_pixels raises the bound)")
         if (width, height) != (image["width"], image["height"]):
             loaded = f"loads as {width}x{height}"
             if orientation in _ROTATING:
@@ -452,16 +447,16 @@ def _digest(names: list[str], stamps: list[tuple[int, int]]) -> str:
 
 def _read_cache(cache: Path) -> dict:
     try:
-        data = json.loads(cache.read_text())
-    except (OSError, ValueError):  # absent or damaged: a miss, never an error
+        data = read_json(cache, STUDY_BYTES)
+    except (OSError, UserError):  # absent or damaged: a miss, never an error
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def _cached(split: Split, cache: Path) -> Summary | None:
+def _cached(split: Split, cache: Path, max_pixels: int) -> Summary | None:
     entry = _read_cache(cache).get(_key(split))
     try:
-        if entry is None or entry["version"] != CHECK_VERSION:
+        if entry is None or entry["version"] != CHECK_VERSION or entry["max_pixels"] != max_pixels:
             return None
         st = split.ann.stat()
         if [st.st_size, st.st_mtime_ns] != entry["ann"]:
@@ -478,11 +473,12 @@ def _cached(split: Split, cache: Path) -> Summary | None:
         return None
 
 
-def _store(cache: Path, split: Split, ann_stat: os.stat_result, names: list[str],
+def _store(cache: Path, split: Split, max_pixels: int, ann_stat: os.stat_result, names: list[str],
            stamps: list[tuple[int, int]], summary: Summary) -> None:
     data = _read_cache(cache)  # other splits' entries stay; a concurrent writer's may be lost: a later miss
     data[_key(split)] = {
         "version": CHECK_VERSION,
+        "max_pixels": max_pixels,
         "ann": [ann_stat.st_size, ann_stat.st_mtime_ns],
         "files": names,
         "digest": _digest(names, stamps),

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import submitit
-import yaml
 from submitit.core.utils import JobPaths, pickle_load
 from submitit.slurm.slurm import SlurmInfoWatcher
 
 from .errors import UserError
+from .reader import read_yaml
 from .schema import Field, one_of, positive, validate
 
 # Job states as sbrrepro reports them. CANCELLED: stopped by `cancel`, to be submitted again by `run`.
@@ -102,12 +102,10 @@ def load_profile(spec: str | None) -> Profile:
     if not path.exists() and (Path("slurm") / f"{spec}.yaml").exists():
         path = Path("slurm") / f"{spec}.yaml"
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path, what="a YAML cluster profile")
     except OSError as e:
         raise UserError(spec, None, f"cannot read the cluster profile: {e.strerror}; pass a YAML file "
                         "or the name of one in slurm/") from None
-    except yaml.YAMLError as e:
-        raise UserError(str(path), None, f"not valid YAML: {e}") from None
     return Profile(path.stem, validate(data or {}, PROFILE_FIELDS, str(path)))
 
 

@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from .configs import RowConfig
+from .errors import UserError
 from .executors import CANCELLED, FAILED, FINISHED, PENDING, RUNNING, Executor, Job, executor_of_kind
 from .files import atomic_write
 from .layout import StudyPaths, sizes_key
 from .results import lacks_sizes, recorded_coco
 from .study import Study, Submission
+from .study_files import KEY, read
 from .training import EvalJob, TrainingJob
 
 # Row states, in the order a row goes through them. AWAITING: the evaluation has written the files
@@ -130,11 +132,15 @@ def traces(study: Study, keys: Iterable[str]) -> dict[str, list[Trace]]:
     for manifest in map(StudyPaths.manifest, study.paths.arrays.glob("*/")):
         if not manifest.exists():
             continue
-        tasks = json.loads(manifest.read_text())
+        fix = ("restore it, or move the array's folder aside (its jobs, if any still run, are then not known: "
+               "cancel them by their ids, e.g. SLURM's scancel)")
+        tasks = read(manifest, [KEY, ...], "the keys of the array's tasks, in task order", fix)
         for trace in _pickles(manifest.parent):
-            key = tasks[int(trace.job_id.rsplit("_", 1)[1])]
-            if key in found:
-                found[key].append(trace)
+            task = trace.job_id.rpartition("_")[2]  # an array task's id is <array id>_<task>
+            if not (task.isascii() and task.isdigit() and int(task) < len(tasks)):
+                raise UserError(str(manifest), None, f"lists {len(tasks)} task(s), not job {trace.job_id}'s; {fix}")
+            if tasks[int(task)] in found:
+                found[tasks[int(task)]].append(trace)
     return found
 
 

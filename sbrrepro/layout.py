@@ -12,14 +12,16 @@
     STUDY/data/                 the generated dataset (smoke scale)
     STUDY/results.json, .csv, .parquet, costs.json, params.json, speed.json, report/, figures/
 
-Imports nothing but the standard library: jobs on compute nodes use it too.
+Imports nothing but the standard library, `reader` and `study_files` (which do the same): jobs on compute
+nodes use it too.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import study_files
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class RunPaths:
         until done.json is there."""
         if not self.done.exists():
             return None
-        done = json.loads(self.done.read_text())
+        done = study_files.done(self.done, study_files.TRAINED)
         return (done["iters"], "iter") if "iters" in done else (done["epochs"], "epoch")
 
     def final_checkpoint(self) -> Path | None:

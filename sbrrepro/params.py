@@ -14,6 +14,7 @@ from .configs import build_config, build_model, full_scale
 from .files import atomic_write
 from .metrics import PARAM_UNITS, from_params
 from .plan import Plan, Row
+from .study_files import Number, read
 from .training import trainable
 from .verify import MISSING, compare, number
 from .zoo import MODELS
@@ -32,7 +33,9 @@ class Counts:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
-        self.known: dict[str, int] = json.loads(path.read_text()) if path and path.exists() else {}
+        self.known: dict[str, int] = read(path, {str: Number(0, 1e15, integer=True)}, "parameter counts by model "
+                                          "and options", "delete it: sbrrepro counts them again"
+                                          ) if path and path.exists() else {}
 
     def __call__(self, row: Row) -> int:
         key = json.dumps([row.model, row.options], sort_keys=True)

@@ -9,23 +9,21 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import UserError
 from .figures import KINDS
 from .metrics import VOCABULARY
+from .reader import INPUT_BYTES, read_text, read_yaml
 from .schema import Field, one_of, positive, validate
 from .vocabulary import FRAMEWORKS
 from .zoo import BACKBONES, MODELS, based
 
 MAIN_PAPER = "sbr-cnn"  # the paper sbrrepro is named after: `plans/table5.yaml` is its Table 5
-# libyaml's safe loader where PyYAML was built with it: ten times quicker over a paper's plans
-SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 RECIPE_FILE = "recipe.yaml"  # a paper's recipe, beside its plans: `plans/<paper>/*.yaml` names it too
 PLANS = Path(__file__).resolve().parents[1] / "plans"  # the repository's plans, beside the package
 
@@ -232,24 +230,29 @@ def _recipe(data: dict, where: str, prefix: str) -> dict[str, Any]:
 
 def load_published(path: Path, where: str) -> dict[int, dict[str, str]]:
     try:
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
+        table = csv.DictReader(io.StringIO(read_text(path, INPUT_BYTES, "a CSV of published numbers"), newline=""))
+        rows = list(table)
     except OSError as e:
         raise UserError(where, "published", f"cannot read {path}: {e.strerror}") from None
+    except csv.Error as e:  # e.g. a cell over the csv module's field limit
+        raise UserError(str(path), None, f"not a valid CSV: {e}") from None
     if not rows or "row" not in rows[0]:
         raise UserError(str(path), "row", "the CSV needs a header with a 'row' column and one line per row")
     out: dict[int, dict[str, str]] = {}
     for i, line in enumerate(rows, start=2):
-        if not line["row"].isdigit():
+        if None in line or None in line.values():  # DictReader's marks of more or fewer cells than the header's
+            raise UserError(f"{path}:{i}", None, f"expected {len(table.fieldnames or ())} cells, one per column "
+                            "of the header")
+        if not line["row"].isdecimal() or len(line["row"]) > 9:  # what int() takes: not '²', not 4,300 digits
             raise UserError(f"{path}:{i}", "row", f"expected the paper's row number, got {line['row']!r}")
         out[int(line["row"])] = {k: v.strip() for k, v in line.items() if k != "row"}
     return out
 
 
 def _load_yaml(path: Path, where: str, field: str | None) -> Any:
-    """Safe YAML; errors name `where` (the plan) and its `field` that pointed at `path`."""
+    """Safe YAML (see `reader`); the OS's errors name `where` (the plan) and its `field` that pointed at `path`."""
     try:
-        text = path.read_text()
+        return read_yaml(path, what="a YAML plan" if field is None else "a YAML recipe")
     except OSError as e:
         folder = path.absolute().parent
         if field is None and isinstance(e, FileNotFoundError) and folder.name == "plans" and folder.is_dir():
@@ -260,12 +263,6 @@ def _load_yaml(path: Path, where: str, field: str | None) -> Any:
                 raise UserError(where, None, f"plans are per paper now: use {moved}") from None
         what = "the plan" if field is None else str(path)
         raise UserError(where, field, f"cannot read {what}: {e.strerror}") from None
-    try:
-        return yaml.load(text, Loader=SAFE_LOADER)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise UserError(str(path), None, f"not valid YAML{at}: {getattr(e, 'problem', e)}") from None
 
 
 def _based(r: dict[str, Any], plan_dir: Path, where: str, prefix: str) -> dict[str, Any]:
@@ -366,11 +363,17 @@ def load_plan(path: str | Path) -> Plan:
         data["table"] = str(data["table"])
     top = validate(data, PLAN_FIELDS, where)
     if top["recipe_file"]:
-        top["recipe"] = {**_load_yaml(path.parent / top["recipe_file"], where, "recipe_file"), **top["recipe"]}
+        recipe_path = path.parent / top["recipe_file"]
+        recipe = _load_yaml(recipe_path, where, "recipe_file")
+        if not isinstance(recipe, dict):  # e.g. an empty file: null
+            raise UserError(str(recipe_path), None, f"expected a mapping of the recipe's fields, got "
+                            f"{type(recipe).__name__}")
+        top["recipe"] = {**recipe, **top["recipe"]}
     if top["recipe"]:  # none: every row is a `base` config on its own schedule
         _recipe(top["recipe"], where, "recipe.")  # a bad plan-level recipe is reported at its own field
     if top["published"] is None:  # your own study: no published numbers
-        published = {r.get("row"): {} for r in top["rows"] if isinstance(r, dict)}
+        # a row number that is no integer (maybe unhashable: a list) is left to the row's validation below
+        published = {r["row"]: {} for r in top["rows"] if isinstance(r, dict) and isinstance(r.get("row"), int)}
     else:
         published = load_published((path.parent / top["published"]).resolve(), where)
     missing_cols = [m for m in top["metrics"] if top["published"] and m not in next(iter(published.values()))]

@@ -23,7 +23,9 @@ import submitit
 
 from .files import atomic_write
 from .layout import StudyPaths
+from .reader import read_json
 from .speed import _quiet_mmengine, device_name, peak_rss_GB
+from .study_files import NUMBER, Number, read
 from .zoo._parts import walk
 
 WARMUP = 2  # steps not timed: the first ones allocate and tune kernels
@@ -59,22 +61,39 @@ class Finding:
 
     def line(self) -> str:
         """One line for people: the finding, or the crash."""
-        where = f"on {self.device} at {self.image_size[0]}x{self.image_size[1]}"
+        where = f"on {self.device} at {'x'.join(map(str, self.image_size)) or 'its own image size'}"
         if self.error is not None:
             return f"crashed {where}: {self.error}"
         recorder = ("" if self.s_per_iter_without_recorder is None
                     else f" ({self.s_per_iter_without_recorder:.2f} without the IoU recorder)")
-        fits = "" if self.fits is None else f", {'fits' if self.fits else 'does NOT fit'} {self.gpu_memory_GB:.0f} GB"
+        fits = "" if self.fits is None else f", {'fits' if self.fits else 'does NOT fit'}" + (
+            "" if self.gpu_memory_GB is None else f" {self.gpu_memory_GB:.0f} GB")
         return (f"{self.s_per_iter:.2f} s/iter{recorder}, {self.images_per_s:.2f} img/s at inference, peak "
                 f"{self.peak_memory_GB:.2f} GB ({self.memory_kind}){fits}, checkpoint {self.checkpoint_MB:.0f} MB "
                 f"{where}, {self.data} data, {self.weights} weights")
+
+
+_COUNT = Number(0, 1e9, integer=True)
+_AMOUNT, _MAYBE = Number(0, 1e9), (Number(0, 1e9), None)  # seconds, images/s, GB, MB
+_MEASURED = ("s_per_iter", "images_per_s", "peak_memory_GB", "checkpoint_MB")
+_FOUND = {"key": str, "rows": [str, ...], "device": str, "device_kind": str, "image_size": [_COUNT, _COUNT],
+          "images_per_gpu": _COUNT, "steps": _COUNT, "data": str, "weights": str, "memory_kind?": str,
+          "s_per_iter_without_recorder?": _MAYBE, "reserved_GB?": _MAYBE, "gpu_memory_GB?": _MAYBE,
+          "fits?": (bool, None), "finished?": NUMBER, **{f"{f}?": _MAYBE for f in _MEASURED}}
+# a finding is a crash (of a job that may have died before it had an image size), or the measurements that
+# `line` and the cost estimate read
+_FINDING = ({**_FOUND, "error": str, "image_size": ([], [_COUNT, _COUNT])},
+            {**_FOUND, "error?": None, **dict.fromkeys(_MEASURED, _AMOUNT)})
 
 
 def load(paths: StudyPaths) -> dict[str, Finding]:
     """The study's findings by training key."""
     if not paths.preflight.exists():
         return {}
-    return {key: Finding(**f) for key, f in json.loads(paths.preflight.read_text()).items()}
+    found = read(paths.preflight, {str: _FINDING}, "`sbrrepro preflight`'s findings by training key",
+                 "delete it (or the training's entry) and run `sbrrepro preflight` again")
+    fields = Finding.__dataclass_fields__
+    return {key: Finding(**{k: v for k, v in f.items() if k in fields}) for key, f in found.items()}
 
 
 def save(paths: StudyPaths, found: list[Finding]) -> None:
@@ -309,6 +328,7 @@ def submit_and_wait(study: Any, trainings: dict[str, tuple[str, list[str]]], exe
     wait for all, and record their findings in the study; a job that died without one is a crash."""
     from .executors import CANCELLED, FAILED, FINISHED
 
+    load(study.paths)  # the findings already recorded, which `save` keeps: a damaged file is refused before any job
     folder = study.paths.preflight_jobs / time.strftime("%Y%m%d-%H%M%S")
     folder.mkdir(parents=True)
     keys = list(trainings)
@@ -324,7 +344,7 @@ def submit_and_wait(study: Any, trainings: dict[str, tuple[str, list[str]]], exe
     found = []
     for key in keys:
         if outs[key].exists():
-            found.append(Finding(**json.loads(outs[key].read_text())))
+            found.append(Finding(**read_json(outs[key])))
         else:
             logs = sorted(folder.glob(f"{ids[key]}*_log.err"))
             tail = logs[-1].read_text().strip().splitlines()[-1:] if logs else []

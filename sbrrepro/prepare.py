@@ -106,7 +106,9 @@ def _require_data(configs: list[tuple[Plan, int, dict]], scale: Scale) -> list[S
                                 "dataset")
             if not (loader == "test_dataloader" and cfg["test_evaluator"].get("format_only")):  # no annotations
                 splits.setdefault((root / ds["ann_file"], root / ds["data_prefix"]["img"]), loader.split("_")[0])
-    return [check(Split(name, ann, images), data_cache()) for (ann, images), name in splits.items()]
+    max_pixels = scale.profile and scale.profile.max_image_pixels
+    return [check(Split(name, ann, images), data_cache(), max_pixels=max_pixels)
+            for (ann, images), name in splits.items()]
 
 
 def prepare(plan_files: Sequence[str], study_root: Path, smoke: bool, epochs: int | None = None,

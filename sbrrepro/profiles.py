@@ -9,6 +9,7 @@ a YAML file; its relative paths are taken from the file's own folder:
     val: {ann: annotations/val.json, images: images/}
     test: {ann: annotations/test_info.json, images: test/}          # optional: withheld annotations
     semantic: {train: maps/train/, classes: 12}                     # optional: semantic maps
+    max_image_pixels: 400000000                                     # optional: images' largest size
 
 Classes come from the training annotations' categories, in category-id order (any number, any ids,
 any names); the generated configs take their class counts and the dataset's metainfo from them.
@@ -21,10 +22,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from .errors import UserError
-from .schema import Field, validate
+from .reader import ANNOTATION_BYTES, read_json, read_yaml
+from .schema import Field, positive, validate
 
 BUILT_IN = ("coco2017", "shapes")
 
@@ -47,6 +47,8 @@ PROFILE_FIELDS = {
     "name": Field(str, check=_safe_name, help="what the data is: it enters every training's key"),
     "train": Field(dict), "val": Field(dict), "test": Field(dict, None),
     "semantic": Field(dict, None),
+    "max_image_pixels": Field(int, None, positive, "the largest image `check-data` accepts, in pixels by its "
+                              "header (default: twice PIL's decompression-bomb limit, about 179 million)"),
 }
 
 
@@ -65,6 +67,7 @@ class Profile:
     semantic_maps: str | None = None
     semantic_classes: int | None = None
     source: Path | None = field(default=None, compare=False)  # the YAML file
+    max_image_pixels: int | None = None  # None: datacheck's bound
 
     @property
     def identity(self) -> str:
@@ -76,12 +79,12 @@ class Profile:
 
 def _classes(path: Path, where: str) -> tuple[str, ...]:
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path, ANNOTATION_BYTES, "COCO instances JSON")
         categories = sorted(data["categories"], key=lambda c: c["id"])
         names = tuple(str(c["name"]) for c in categories)
     except OSError as e:
         raise UserError(where, "train.ann", f"cannot read {path}: {e.strerror}") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (KeyError, TypeError) as e:
         raise UserError(where, "train.ann", f"{path} is not COCO instances JSON with categories ({e})") from None
     if not names or len(set(names)) != len(names):
         raise UserError(str(path), "categories", f"needs at least one category and unique names, got {list(names)}")
@@ -92,12 +95,10 @@ def load_profile(spec: str) -> Profile:
     """A dataset profile from its YAML file (built-in names are resolved by the caller)."""
     path = Path(spec)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path, what="a YAML dataset profile")
     except OSError as e:
         raise UserError(spec, None, f"cannot read the dataset profile: {e.strerror}; pass a YAML file or one of "
                         f"{', '.join(BUILT_IN)}") from None
-    except yaml.YAMLError as e:
-        raise UserError(spec, None, f"not valid YAML: {e}") from None
     where = str(path)
     top = validate(data, PROFILE_FIELDS, where)
     splits = {role: SplitFiles(**validate(top[role], SPLIT_FIELDS, where, f"{role}."))
@@ -105,4 +106,5 @@ def load_profile(spec: str) -> Profile:
     semantic = validate(top["semantic"], SEMANTIC_FIELDS, where, "semantic.") if top["semantic"] else None
     root = path.resolve().parent
     return Profile(top["name"], root, splits, _classes(root / splits["train"].ann, where),
-                   semantic["train"] if semantic else None, semantic["classes"] if semantic else None, path)
+                   semantic["train"] if semantic else None, semantic["classes"] if semantic else None, path,
+                   top["max_image_pixels"])

@@ -9,14 +9,13 @@ from the work dirs and the executors as always.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import jobs
 from .errors import UserError
 from .layout import StudyPaths, sizes_key
-from .study import Study
+from .study import Study, made, saved_rows
 
 
 @dataclass(frozen=True)
@@ -40,9 +39,10 @@ def repair(root: Path) -> Repaired:
         raise UserError(str(paths.rows), None, "missing, so the rows cannot be rebuilt (a study made before "
                         "sbrrepro kept it): move state.sqlite aside and run the plans again with "
                         "`sbrrepro run PLAN... --dry-run`, which registers them and finds every job again")
-    meta = json.loads(paths.meta.read_text())
+    # every file read and checked before anything is moved or written
+    meta = made(paths.meta)
     study = Study(paths.root, meta["scale"], meta.get("dataset"))
-    rows = json.loads(paths.rows.read_text())
+    rows = saved_rows(paths.rows)
     configs = {r["key"]: r["config"] for r in rows} | {r["train_key"]: r["train_config"] for r in rows}
     # the evaluations that gave runs finished before both mask-size conventions were computed both
     configs |= {sizes_key(r["key"]): r["config"] for r in rows if paths.run(sizes_key(r["key"])).submitit.exists()}

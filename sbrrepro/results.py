@@ -7,20 +7,35 @@ epoch. A resumed run adds a new timestamp folder; the newest validation of the l
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from . import study_files
+from .errors import UserError
 from .layout import RunPaths
+from .reader import STUDY_BYTES, parse_json, read_text
+from .study_files import NUMBER, Number, problem
+
+# What is read of a line of MMEngine's log: a training's, or a validation's (and its `coco/...` numbers)
+_LINE = {"step?": Number(0, 1e12, integer=True), "epoch?": Number(0, 1e9, integer=True), "loss?": NUMBER,
+         "memory?": NUMBER}
 
 
 def _file_lines(path: Path) -> list[dict[str, Any]]:
     lines: list[dict[str, Any]] = []
-    for text in path.read_text().splitlines():
+    try:
+        whole = read_text(path, STUDY_BYTES)
+    except OSError as e:
+        raise study_files.unreadable(path, e, "MMEngine's log of the run is expected there: move it aside") from None
+    for text in whole.splitlines():
         try:
-            lines.append(json.loads(text))
-        except json.JSONDecodeError:  # a line cut short by a kill
+            line = parse_json(text, str(path))
+        except UserError:  # a line cut short by a kill
             continue
+        # one not of MMEngine's shape (edited by hand) is skipped too: it would be a guess at what it meant
+        if problem(line, _LINE) is None and ("loss" in line or all(  # a validation's: its numbers
+                type(v) in (int, float) for k, v in line.items() if k.startswith("coco/"))):
+            lines.append(line)
     return lines
 
 
@@ -62,7 +77,7 @@ def recorded_coco(run: RunPaths, eval_only: bool) -> dict[str, float]:
     """CocoMetric's output of a finished run: a training's final validation in its log, or what an
     evaluation's job kept of `runner.test()` ({} for detections written for the evaluation server)."""
     if eval_only:
-        return json.loads(run.done.read_text())["metrics"]
+        return study_files.done(run.done, study_files.EVALUATED)["metrics"]
     final = run.final_step()
     return (final_metrics(run, final[0]) if final else None) or {}
 
@@ -73,10 +88,16 @@ def lacks_sizes(coco: dict[str, float]) -> bool:
     return "coco/segm_mAP" in coco and "coco/segm_mAP_s_boxarea" not in coco
 
 
+# population -> bin edges and, per epoch, the counts per series; a file written before there were
+# populations holds the positives alone
+_HISTOGRAMS = {"bin_edges": [NUMBER, ...], "epochs": {str: {str: [Number(0, 1e15, integer=True), ...]}}}
+
+
 def read_histograms(path: Path) -> dict[str, Any]:
-    """A histograms file: population -> bin edges and per-epoch counts per series. A file written
-    before there were populations holds the positives alone."""
-    data = json.loads(path.read_text())
+    """A histograms file: population -> bin edges and per-epoch counts per series."""
+    data = study_files.read(path, ({str: _HISTOGRAMS}, _HISTOGRAMS), 'the IoU histograms its training records: '
+                            '{population: {"bin_edges": [numbers], "epochs": {epoch: {series: [counts]}}}}',
+                            "delete it: a training records them again at each epoch's end")
     return {"positives": data} if "bin_edges" in data else data
 
 

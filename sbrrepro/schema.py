@@ -43,6 +43,11 @@ def validate(data: Any, fields: Mapping[str, Field], where: str, prefix: str = "
     """Check `data` against `fields`; return it with defaults filled in and numbers normalised."""
     if not isinstance(data, Mapping):
         raise UserError(where, prefix.rstrip(".") or None, f"expected a mapping, got {type(data).__name__}")
+    # YAML keys may be numbers, booleans (`on:`, `yes:`) or null: no field has such a name
+    odd = [key for key in data if not isinstance(key, str)]
+    if odd:
+        raise UserError(where, prefix.rstrip(".") or None, f"field names are strings, got {odd[0]!r} "
+                        f"({type(odd[0]).__name__})")
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise UserError(

@@ -19,6 +19,7 @@ from .configs import RowConfig
 from .errors import UserError
 from .files import atomic_write
 from .layout import RunPaths
+from .reader import INPUT_BYTES, parse_json, read_json
 from .study import Study
 
 STATS = ("mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l", "AR_1", "AR_10", "AR_100", "AR_s", "AR_m", "AR_l")
@@ -49,12 +50,9 @@ def import_stats(study: Study, wanted: str, stats_file: Path) -> dict[str, float
     rc, run = _awaiting(study, wanted)
     where = str(stats_file)
     try:
-        data = json.loads(stats_file.read_text())
+        data = read_json(stats_file, INPUT_BYTES, "JSON {\"segm\": [12 numbers], ...}: COCOeval's summary per IoU type")
     except OSError as e:
         raise UserError(where, None, f"cannot read the stats: {e.strerror}") from None
-    except json.JSONDecodeError as e:
-        raise UserError(where, None, f"not JSON ({e.msg}, line {e.lineno}); expected {{\"segm\": [12 numbers], "
-                        "...}: COCOeval's summary per IoU type") from None
     wanted_types = [_iou_type(u) for u in run.uploads()]
     if not isinstance(data, dict):
         raise UserError(where, None, f"expected a mapping of IoU type to COCOeval's 12 numbers, got "
@@ -91,7 +89,7 @@ def local_server(study: Study, wanted: str, data_root: Path) -> dict[str, list[f
     for upload in run.uploads():
         with zipfile.ZipFile(upload) as z:
             (name,) = z.namelist()
-            detections: list[dict[str, Any]] = json.loads(z.read(name))
+            detections: list[dict[str, Any]] = parse_json(z.read(name), f"{upload}: {name}")
         iou = _iou_type(upload)
         if not detections:  # pycocotools cannot load an empty result; the server scores it 0
             out[iou] = [0.0] * len(STATS)

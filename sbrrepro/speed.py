@@ -25,6 +25,7 @@ from .configs import RowConfig, build_model
 from .files import atomic_write
 from .layout import StudyPaths
 from .study import Study
+from .study_files import Number, read
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,12 @@ def record(paths: StudyPaths, key: str, speed: Speed) -> None:
 
 
 def recorded(paths: StudyPaths) -> dict[str, dict[str, Any]]:
-    return json.loads(paths.speed.read_text()) if paths.speed.exists() else {}
+    """The speeds measured, by row key (what `collect` reads of each is checked)."""
+    if not paths.speed.exists():
+        return {}
+    return read(paths.speed, {str: {"images_per_s": Number(1e-9, 1e9), "peak_memory_GB": Number(0, 1e9)}},
+                "`sbrrepro speed`'s figures by row key",
+                "delete it (or the row's entry) and run `sbrrepro speed` again")
 
 
 def measure_rows(study: Study, rows: list[RowConfig], images: int) -> Iterator[tuple[RowConfig, Speed]]:

@@ -21,6 +21,7 @@ from .errors import UserError
 from .files import atomic_write
 from .layout import StudyPaths
 from .profiles import built_in
+from .study_files import INT64, KEY, Text, read
 
 SCHEMA_VERSION = 3  # PRAGMA user_version of state.sqlite; raise it when _SCHEMA changes, with a migration
 # What brings a store of schema N to N + 1, so that a study keeps its jobs across sbrrepro updates.
@@ -64,6 +65,24 @@ CREATE TABLE IF NOT EXISTS rows (
 
 
 ROW_COLUMNS = "plan, row, plan_path, model, label, config, key, train_config, train_key, seed"  # as _SCHEMA orders them
+_PATH = Text(r"[^\x00]{1,4096}", "a path")
+# rows.json: a row as ROW_COLUMNS name its fields (no seed: a study of before seeds, seed 0)
+_ROWS = [{"plan": str, "row": INT64, "plan_path": _PATH, "model": str, "label": str, "config": _PATH, "key": KEY,
+          "train_config": _PATH, "train_key": KEY, "seed?": INT64}, ...]
+
+
+def made(meta: Path) -> dict:
+    """study.json: what a study was made with (its scale and dataset), written once when it is made."""
+    return read(meta, {"scale": ("full", "smoke"), "dataset?": (str, None)},
+                'what the study was made with: {"scale": "full" or "smoke", "dataset": a dataset profile or null}',
+                'write it again as such (e.g. {"scale": "full"}), or choose another folder with --study')
+
+
+def saved_rows(path: Path) -> list[dict]:
+    """rows.json: the plain copy of the store's rows that `repair` rebuilds them from."""
+    return read(path, _ROWS, f"the study's rows, each with its {ROW_COLUMNS}",
+                "move state.sqlite aside and run the plans again with `sbrrepro run PLAN... --dry-run`, which "
+                "registers them and finds every job again")
 
 
 class Named(Protocol):
@@ -123,8 +142,8 @@ class Study:
         root = root.resolve()  # jobs run elsewhere (another cwd, another node): paths are absolute
         meta = StudyPaths(root).meta
         if meta.exists():
-            made = json.loads(meta.read_text())
-            study = cls(root, made["scale"], made.get("dataset"))
+            was = made(meta)
+            study = cls(root, was["scale"], was.get("dataset"))
             if scale is not None and study.scale != scale:
                 flag = "without --smoke" if study.scale == "full" else "with --smoke"
                 raise UserError(str(root), "scale", f"this study was made at {study.scale} scale; run it {flag}, "

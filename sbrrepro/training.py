@@ -235,7 +235,7 @@ def provenance(cfg, job_id: str) -> dict[str, Any]:
         "schedule": schedule(cfg, world),
         "seed": cfg.randomness.seed,
         # the older MMDetection's model settings it was built with (None: MMDetection 3.3's defaults)
-        FRAMEWORK_KEY: json.loads(json.dumps(cfg.get(FRAMEWORK_KEY))),
+        FRAMEWORK_KEY: cfg[FRAMEWORK_KEY].to_dict() if FRAMEWORK_KEY in cfg else None,
         # the classes it learns (None: the dataset's own, COCO's 80)
         "classes": list(cfg.train_dataloader.dataset.get("metainfo", {}).get("classes", ())) or None,
         "started": time.time(),

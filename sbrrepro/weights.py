@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
-import json
 import os
 import re
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .reader import INPUT_BYTES, read_json
 
 ENV = "SBRREPRO_WEIGHTS"
 # Where a config names a checkpoint to load: an init_cfg's, a backbone's (deprecated) and the runner's.
@@ -77,7 +77,7 @@ def placed(cfg: dict, local: dict[str, Path]) -> dict:
 
 def _mmengine_table(name: str) -> dict[str, str]:
     spec = importlib.util.find_spec("mmengine")
-    return json.loads((Path(spec.submodule_search_locations[0]) / "hub" / name).read_text())
+    return read_json(Path(spec.submodule_search_locations[0]) / "hub" / name)
 
 
 def source(url: str) -> str:
@@ -96,7 +96,14 @@ def source(url: str) -> str:
         home = os.path.expanduser(os.getenv("MMENGINE_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"),
                                                                           "mmengine")))
         user = Path(home, "open_mmlab.json")  # a user's own names, over MMEngine's
-        table = {**_mmengine_table("openmmlab.json"), **(json.loads(user.read_text()) if user.is_file() else {})}
+        try:
+            own = read_json(user, INPUT_BYTES, "JSON {name: url}") if user.is_file() else {}
+        except OSError as e:  # e.g. no permission
+            raise UserError(str(user), None, f"cannot read your checkpoint names: {e.strerror}") from None
+        if not isinstance(own, dict) or not all(isinstance(v, str) for v in own.values()):
+            raise UserError(str(user), None, "expected JSON {name: url}: your checkpoints' names and their URLs "
+                            "or files under MMEngine's home")
+        table = {**_mmengine_table("openmmlab.json"), **own}
         name = _mmengine_table("deprecated.json").get(name, name)
         if name in table and not table[name].startswith(("http://", "https://")):  # a file under MMEngine's home
             return Path(home, table[name]).as_uri()

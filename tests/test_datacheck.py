@@ -139,8 +139,8 @@ def _write_text(text):
 BAD = {
     "ann-missing": (_files(lambda s: s.ann.unlink()), ["annotation file is missing"]),
     "ann-folder": (_files(lambda s: (s.ann.unlink(), s.ann.mkdir())), ["is a folder"]),
-    "not-json": (_write_text('{"images": ['), ["is not JSON", "line 1"]),
-    "not-utf8": (_files(lambda s: s.ann.write_bytes(b"\x80\x81")), ["is not JSON"]),
+    "not-json": (_write_text('{"images": ['), ["not valid JSON", "line 1"]),
+    "not-utf8": (_files(lambda s: s.ann.write_bytes(b"\x80\x81")), ["not UTF-8", "line 1, column 1"]),
     "top-level-list": (_write_text("[]"), ["is not COCO", "a list"]),
     "no-categories": (_coco(lambda c: c.pop("categories")), ["field 'categories'", "is missing"]),
     "images-not-list": (_coco(lambda c: c.update(images={})), ["field 'images'", "must be a list, not an object"]),

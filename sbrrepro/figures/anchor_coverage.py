@@ -35,6 +35,7 @@ from ..files import atomic_write
 from ..layout import StudyPaths
 from ..plan import load_plan
 from ..profiles import Profile
+from ..reader import ANNOTATION_BYTES, read_json
 from ..zoo import MODELS
 from . import pyplot, save
 
@@ -55,8 +56,7 @@ def _load_gt(ann_file: Path) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.fl
     image, with area <= 0 or a side < 1 are dropped; crowd boxes become ignored instances, which
     the RPN's assigner never sees, so they are dropped too.
     """
-    with Path(ann_file).open() as f:
-        coco = json.load(f, object_hook=_drop_segmentation)
+    coco = read_json(Path(ann_file), ANNOTATION_BYTES, "COCO instances JSON", _drop_segmentation)
     sizes = {im["id"]: (float(im["height"]), float(im["width"])) for im in coco["images"]}
     boxes, hw = [], []
     for ann in coco["annotations"]:
