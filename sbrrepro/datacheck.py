@@ -183,9 +183,9 @@ def _check_images(ann: Path, images: list[dict]) -> dict[int, tuple[int, int]]:
                             f"the image folder, not {_show(name)}")
         for key in ("width", "height"):
             v = image.get(key)
-            if not _is_int(v) or v <= 0:
+            if not _is_int(v) or not 0 < v <= MAX_SIDE:
                 raise UserError(str(ann), f"images[{i}].{key}", f"image id {iid}: must be a positive integer "
-                                f"(pixels), not {_show(v)}")
+                                f"(pixels) up to {MAX_SIDE:,}, not {_show(v)}")
         sizes[iid] = (image["width"], image["height"])
     return sizes
 
@@ -250,11 +250,21 @@ def _show(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+MAX_SIDE = 2**20  # pixels on an image's side in the annotations: any real image's, and arithmetic stays float
+
+
+def _finite(v: float) -> bool:
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer of hundreds of digits
+        return False
+
+
 def _box_problem(box: Any, width: int, height: int) -> str | None:
     if box is None:
         return "the box (bbox) is missing"
     if not isinstance(box, list) or len(box) != 4 or not set(map(type, box)) <= _NUMBER \
-            or not all(map(math.isfinite, box)):
+            or not all(map(_finite, box)):
         return f"box {_show(box)} must be 4 numbers [x, y, width, height]"
     x, y, w, h = box
     if w <= 0 or h <= 0:
@@ -289,7 +299,7 @@ def _polygons_problem(polygons: list, width: int, height: int) -> str | None:
             return (f"polygon {k} has {len(poly)} coordinates: a polygon needs an even number, at least 6 "
                     "(3 points of x, y)")
         xs, ys = poly[0::2], poly[1::2]
-        if not math.isfinite(sum(poly)) or min(xs) < -width or max(xs) > 2 * width or min(ys) < -height \
+        if not _finite(sum(poly)) or min(xs) < -width or max(xs) > 2 * width or min(ys) < -height \
                 or max(ys) > 2 * height:
             return f"polygon {k} has points far outside the {width}x{height} image (or not finite): {_show(poly)}"
     return None

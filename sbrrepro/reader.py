@@ -61,6 +61,8 @@ def _check(path: Path, st: os.stat_result, limit: int, what: str | None) -> None
 def read_bytes(path: Path, limit: int, what: str | None = None) -> bytes:
     """The bytes of the regular file `path`, at most `limit` of them. `what`: what the file should be
     (e.g. 'a YAML plan'), for the messages."""
+    if "\0" in str(path):  # the OS takes no such name: os.stat would raise ValueError
+        raise _error(str(path), "has a NUL character in its name", what)
     _check(path, os.stat(path), limit, what)
     # O_NONBLOCK: a FIFO put in its place since the stat is refused below rather than waited on
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)

@@ -49,7 +49,10 @@ def epoch_metrics(run: RunPaths) -> dict[int, dict[str, float]]:
     found: dict[int, dict[str, float]] = {}
     for line in _log_lines(run):
         if "loss" not in line and "step" in line:
-            found[line["step"]] = {k: float(v) for k, v in line.items() if k.startswith("coco/")}
+            try:
+                found[line["step"]] = {k: float(v) for k, v in line.items() if k.startswith("coco/")}
+            except OverflowError:  # not a number MMEngine wrote: the line is skipped, as a cut-short one is
+                continue
     return found
 
 

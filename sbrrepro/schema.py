@@ -39,6 +39,13 @@ def _is(value: Any, kind: type) -> bool:
     return isinstance(value, kind)
 
 
+def _float(value: int | float, where: str, path: str) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        raise UserError(where, path, f"a number of {len(str(abs(value)))} digits is beyond any float") from None
+
+
 def validate(data: Any, fields: Mapping[str, Field], where: str, prefix: str = "") -> dict[str, Any]:
     """Check `data` against `fields`; return it with defaults filled in and numbers normalised."""
     if not isinstance(data, Mapping):
@@ -66,12 +73,12 @@ def validate(data: Any, fields: Mapping[str, Field], where: str, prefix: str = "
             item = spec.kind[1]
             if not isinstance(value, list) or not all(_is(v, item) for v in value):
                 raise UserError(where, path, f"expected {spec.describe()}, got {value!r}" + _help(spec))
-            value = [float(v) if item is float else v for v in value]
+            value = [_float(v, where, path) if item is float else v for v in value]
         else:
             if not _is(value, spec.kind):
                 raise UserError(where, path, f"expected {spec.describe()}, got {value!r}" + _help(spec))
             if spec.kind is float:
-                value = float(value)
+                value = _float(value, where, path)
         if spec.check is not None and (problem := spec.check(value)):
             raise UserError(where, path, problem)
         out[name] = value
