@@ -23,7 +23,6 @@ import submitit
 
 from .files import atomic_write
 from .layout import StudyPaths
-from .reader import read_json
 from .speed import _quiet_mmengine, device_name, peak_rss_GB
 from .study_files import NUMBER, Number, read
 from .zoo._parts import walk
@@ -86,14 +85,18 @@ _FINDING = ({**_FOUND, "error": str, "image_size": ([], [_COUNT, _COUNT])},
             {**_FOUND, "error?": None, **dict.fromkeys(_MEASURED, _AMOUNT)})
 
 
+def _finding(data: dict[str, Any]) -> Finding:
+    """A finding of `_FINDING`'s shape (the fields a Finding has: others are let be)."""
+    return Finding(**{k: v for k, v in data.items() if k in Finding.__dataclass_fields__})
+
+
 def load(paths: StudyPaths) -> dict[str, Finding]:
     """The study's findings by training key."""
     if not paths.preflight.exists():
         return {}
     found = read(paths.preflight, {str: _FINDING}, "`sbrrepro preflight`'s findings by training key",
                  "delete it (or the training's entry) and run `sbrrepro preflight` again")
-    fields = Finding.__dataclass_fields__
-    return {key: Finding(**{k: v for k, v in f.items() if k in fields}) for key, f in found.items()}
+    return {key: _finding(f) for key, f in found.items()}
 
 
 def save(paths: StudyPaths, found: list[Finding]) -> None:
@@ -344,7 +347,8 @@ def submit_and_wait(study: Any, trainings: dict[str, tuple[str, list[str]]], exe
     found = []
     for key in keys:
         if outs[key].exists():
-            found.append(Finding(**read_json(outs[key])))
+            found.append(_finding(read(outs[key], _FINDING, "a preflight job's finding",
+                                       "run `sbrrepro preflight` again for its rows")))
         else:
             logs = sorted(folder.glob(f"{ids[key]}*_log.err"))
             tail = logs[-1].read_text().strip().splitlines()[-1:] if logs else []

@@ -33,8 +33,8 @@ def _file_lines(path: Path) -> list[dict[str, Any]]:
         except UserError:  # a line cut short by a kill
             continue
         # one not of MMEngine's shape (edited by hand) is skipped too: it would be a guess at what it meant
-        if problem(line, _LINE) is None and ("loss" in line or all(  # a validation's: its numbers
-                type(v) in (int, float) for k, v in line.items() if k.startswith("coco/"))):
+        if problem(line, _LINE) is None and ("loss" in line or all(  # a validation's: its numbers, as floats
+                NUMBER.holds(v) for k, v in line.items() if k.startswith("coco/"))):
             lines.append(line)
     return lines
 
@@ -49,10 +49,7 @@ def epoch_metrics(run: RunPaths) -> dict[int, dict[str, float]]:
     found: dict[int, dict[str, float]] = {}
     for line in _log_lines(run):
         if "loss" not in line and "step" in line:
-            try:
-                found[line["step"]] = {k: float(v) for k, v in line.items() if k.startswith("coco/")}
-            except OverflowError:  # not a number MMEngine wrote: the line is skipped, as a cut-short one is
-                continue
+            found[line["step"]] = {k: float(v) for k, v in line.items() if k.startswith("coco/")}
     return found
 
 
