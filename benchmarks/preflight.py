@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sbrrepro.costs import plan_costs
 from sbrrepro.preflight import embedded_data, measure
-from sbrrepro.prepare import prepare
+from sbrrepro.prepare import Request, prepare
 from sbrrepro.zoo import hours_per_epoch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,11 +34,11 @@ def main() -> None:
     size = tuple(int(v) for v in args.size.split("x"))
     files = sorted(str(f) for f in REPO.glob("plans/*/*.yaml") if f.name != "recipe.yaml")
     with tempfile.TemporaryDirectory() as tmp:
-        prepared = prepare(files, Path(tmp) / "study", smoke=False, data_root=f"{tmp}/coco", dry_run=True)
-        costs = plan_costs(prepared.trained, prepared.study.paths, "full")
+        prepared = prepare(Request(files, Path(tmp) / "study", data_root=f"{tmp}/coco", dry_run=True))
+        costs = plan_costs(prepared.chosen, prepared.study.paths, "full")
         data = str(embedded_data(prepared.study))
         trainings: dict[str, tuple] = {}
-        for row, rc in prepared.trained:
+        for row, rc in prepared.chosen:
             seen = {r.model for r, _ in trainings.values()} if args.one_per_model else set()
             if (not args.only or rc.model in args.only) and rc.train_key not in trainings and rc.model not in seen:
                 trainings[rc.train_key] = (row, rc)

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from sbrrepro.costs import summarize
-from sbrrepro.prepare import prepare
+from sbrrepro.prepare import Request, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,10 +20,10 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> None:
     files = sorted(str(p) for p in (REPO / "plans" / "sbr-cnn").glob("*.yaml") if p.name != "recipe.yaml")
     with tempfile.TemporaryDirectory() as tmp:
-        prepared = prepare(files, Path(tmp) / "study", smoke=False, data_root=f"{tmp}/coco", dry_run=True)
-        s, _ = summarize(prepared.trained, prepared.study.paths, "full")
-    rows, trained = prepared.rows, prepared.trained
-    print(f"plans: {', '.join(sorted({plan.name for plan, _, _ in rows}))}")
+        prepared = prepare(Request(files, Path(tmp) / "study", data_root=f"{tmp}/coco", dry_run=True))
+        s, _ = summarize(prepared.chosen, prepared.study.paths, "full")
+    rows, trained = prepared.rows, prepared.chosen
+    print(f"plans: {', '.join(sorted({plan.name for plan, _ in rows}))}")
     print(f"table rows: {len(rows)} ({len(rows) - len(trained)} counted from the model, no job: Table 1, Fig. 1)")
     print(f"unique trainings: {s.trainings}")
     print(f"evaluation-only jobs: {s.evaluations}")

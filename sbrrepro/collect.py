@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import figures, jobs, study_files
-from .configs import RowConfig, mask_sizes_by
+from .configs import mask_sizes_by
 from .costs import measured
+from .datasets import BUILT_IN
 from .errors import UserError
 from .export import write_rows
 from .files import atomic_write
@@ -23,9 +24,9 @@ from .layout import sizes_key
 from .metrics import PARAM_UNITS, VOCABULARY, from_coco, from_params, sized_by
 from .params import Counts, param_metrics
 from .plan import Plan, Row, load_plan
-from .profiles import BUILT_IN
 from .render import to_latex, to_markdown
 from .results import lacks_sizes, recorded_coco, training_footprint
+from .rows import CITED, DERIVED, TRAINED, RowConfig, trained
 from .speed import recorded as recorded_speed
 from .study import Study
 from .table import Table, TableRow
@@ -77,7 +78,7 @@ class RowResult:
 
     plan: Plan
     row: Row
-    kind: str  # "trained", "counted", "cited" or "derived"
+    kind: str  # one of sbrrepro.rows.KINDS
     runs: list[Run]
     metrics: list[dict[str, float]]  # per finished seed (one entry for a counted or derived row)
     table_row: TableRow
@@ -147,14 +148,6 @@ def _paper_length(run: Run) -> tuple[int, str]:
     return steps, unit
 
 
-def _kind(row: Row) -> str:
-    if row.cited is not None:
-        return "cited"
-    if row.derived:
-        return "derived"
-    return "trained" if MODELS[row.model].trains else "counted"
-
-
 def _mean(per_seed: list[dict[str, float]]) -> dict[str, float]:
     """Every metric that a run has, as the mean over the runs that have it."""
     keys = dict.fromkeys(k for m in per_seed for k in m)
@@ -166,13 +159,13 @@ def plan_results(study: Study, plan: Plan, configs: dict[int, list[RowConfig]],
     """Every row of one plan, in its order (a derived line after the rows it is computed from)."""
     made: dict[int, tuple[str, list[Run], list[dict[str, float]], tuple[str, ...], tuple[str, ...]]] = {}
     for row in plan.rows:
-        kind, runs, per_seed, states, marks = _kind(row), [], [{}], (), ()
-        if kind == "trained":
+        kind, runs, per_seed, states, marks = row.kind, [], [{}], (), ()
+        if kind == TRAINED:
             runs = [_run(study, state_of[(rc.plan, rc.row, rc.seed)], rc, mask_sizes_by(row.recipe))
                     for rc in configs[row.number]]
             per_seed, states = [r.metrics for r in runs], tuple(r.state.state for r in runs)
             marks = differences(study, row, runs)
-        elif kind == "derived":
+        elif kind == DERIVED:
             a, b = (_mean(made[n][2]) for n in row.derived)
             per_seed = [{m: round(a[m] - b[m], 6) for m in plan.metrics if m in a and m in b}]
             states = tuple(s for n in row.derived for s in made[n][3])
@@ -193,16 +186,16 @@ def plan_results(study: Study, plan: Plan, configs: dict[int, list[RowConfig]],
         if not plan_lead(plan):  # no published table: the rows' own labels
             lead.append(row.label)
         shown = marks if per_seed and not counted_only(plan) else ()
-        extra = {"cited": row.cited} if kind == "cited" else {"derived": list(row.derived)} if kind == "derived" else {}
-        table_row = TableRow(lead, cells, verdict(judged), shown, kind not in ("cited", "derived"))
+        extra = {"cited": row.cited} if kind == CITED else {"derived": list(row.derived)} if kind == DERIVED else {}
+        table_row = TableRow(lead, cells, verdict(judged), shown, kind not in (CITED, DERIVED))
         out.append(RowResult(plan, row, kind, runs, per_seed, table_row, marks, extra))
     return out
 
 
 def table_of(plan: Plan, results: list[RowResult], scale: str, dataset: str) -> Table:
     notes = []
-    settings = eras.table_note([(r.number, r.recipe.get("framework"), paper_settings(r)) for r in plan.model_rows
-                                if MODELS[r.model].trains])
+    settings = eras.table_note([(r.number, r.recipe.get("framework"), paper_settings(r)) for r in plan.rows
+                                if r.kind == TRAINED])
     if settings:
         notes.append(settings)
     for row in plan.rows:
@@ -227,7 +220,10 @@ class Collected:
     plans: dict[str, Plan] = field(default_factory=dict)  # plan name -> plan
 
 
-def one_per_row(rows: list[tuple[str, RowConfig]]) -> list[tuple[str, RowConfig]]:
+T = TypeVar("T")
+
+
+def one_per_row(rows: list[tuple[T, RowConfig]]) -> list[tuple[T, RowConfig]]:
     """The first seed of every row: what a figure of one run per row draws."""
     return list({(rc.plan, rc.row): (p, rc) for p, rc in reversed(rows)}.values())[::-1]
 
@@ -238,8 +234,7 @@ def collect(study: Study) -> Collected:
     for plan_path, _ in registered:
         if plan_path not in plans:
             plans[plan_path] = load_plan(plan_path)
-    trained = [rc for _, rc in registered if MODELS[rc.model].trains]
-    state_of = {(s.plan, s.row, s.seed): s for s in jobs.states(study, trained)}
+    state_of = {(s.plan, s.row, s.seed): s for s in jobs.states(study, trained(registered))}
     counts = Counts(study.paths.params)
 
     by_plan: dict[str, list[RowResult]] = {}
@@ -259,7 +254,7 @@ def collect(study: Study) -> Collected:
     for plan_path, plan in plans.items():
         if plan.figure:
             try:
-                rows_of_plan = one_per_row([(p, rc) for p, rc in registered if p == plan_path])
+                rows_of_plan = one_per_row([(plan, rc) for p, rc in registered if p == plan_path])
                 drawn += figures.kind(plan.figure).draw(study.paths, rows_of_plan, study.paths.figure(plan.name))
             except UserError as e:  # e.g. a training that has not recorded anything yet
                 not_drawn[plan.name] = str(e)

@@ -16,21 +16,17 @@ import copy
 import dataclasses
 import hashlib
 import json
-import pprint
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config_cache import ConfigCache, digest
-from .dataset import CLASSES, SEMANTIC_CLASSES
-from .errors import UserError
-from .files import atomic_write
-from .layout import StudyPaths
-from .plan import Plan, Row, config_node
-from .profiles import Profile
+from .datasets import DatasetProfile, coco, embedded
+from .plan import Row
+from .rows import TRAINED
 from .weights import placed as with_weights
 from .zoo import MODELS, Model
 from .zoo._frameworks import apply as with_era
+from .zoo._parts import config_node
 from .zoo._parts import walk as _walk
 
 PLUGINS = "sbrrepro.models"
@@ -45,10 +41,7 @@ class Scale:
     """Where the data is and how big the runs are. `smoke` values shrink every row alike."""
 
     name: str  # "full" or "smoke"
-    data_root: Path
-    data_id: str  # what the data is, for keys: 'coco', or the synthetic dataset's folder name
-    classes: tuple[str, ...] | None = None  # None: the dataset's own (COCO's 80)
-    semantic_classes: int | None = None  # labels of the semantic maps; None: COCO-stuff's 183
+    dataset: DatasetProfile  # the data's files, classes and identity: COCO's, the embedded set's or a user's
     epochs: int = 0  # > 0: train this many epochs instead of the recipe's, lr steps scaled alike
     # smoke only:
     images: int = 128
@@ -60,57 +53,52 @@ class Scale:
     lr_per_image: float = 0.0
     warmup_iters: int = 0
     clip_grad: float | None = None
-    profile: Profile | None = None  # a dataset of the user's: its files instead of COCO's or the embedded ones
     framework: str | None = None  # `run --framework`: every row with this MMDetection's settings, not its paper's
 
-    def _name(self, role: str, split: str) -> str:
-        """COCO's own split names, or the synthetic dataset's three (train, val, test)."""
-        if self.name == "full":
-            return split
-        return "test" if split in SERVER_SPLITS else role
+    @property
+    def data_root(self) -> Path:
+        return self.dataset.root
+
+    @property
+    def data_id(self) -> str:
+        """What the data is, for keys: 'coco', the embedded set's folder name or a profile's identity."""
+        return self.dataset.identity
+
+    @property
+    def classes(self) -> tuple[str, ...] | None:  # None: the dataset's own (COCO's 80)
+        return self.dataset.classes
+
+    @property
+    def semantic_classes(self) -> int | None:  # None: COCO-stuff's 183
+        return self.dataset.semantic_classes
+
+    @property
+    def profile(self) -> DatasetProfile | None:
+        """The user's dataset profile (its YAML file); None on a built-in dataset."""
+        return None if self.dataset.source is None else self.dataset
 
     def files(self, role: str, split: str) -> tuple[str, str]:
-        """Annotation file and image folder, relative to the data root, of a recipe's split
-        (`role`: 'train' or 'val'); a split of the evaluation server has image information only."""
-        if self.profile is not None:
-            files = self._profile_split("test" if split in SERVER_SPLITS else role)
-            return files.ann, files.images.rstrip("/") + "/"
-        name = self._name(role, split)
-        if split in SERVER_SPLITS:
-            images = "test2017/" if self.name == "full" else f"{name}/"
-            return f"annotations/image_info_{name}.json", images
-        return f"annotations/instances_{name}.json", f"{name}/"
+        """Annotation file and image folder, relative to the data root, of a recipe's split (`role`:
+        'train' or 'val'); a split of the evaluation server is the test split: image information only."""
+        return self.dataset.files("test" if split in SERVER_SPLITS else role, split)
 
     def semantic_maps(self, role: str, split: str) -> str:
-        """The folder of a split's semantic segmentation maps (COCO-stuff's stuff and thing labels)."""
-        if self.profile is not None:
-            if not self.profile.semantic_maps or role != "train":
-                raise UserError(str(self.profile.source), "semantic", "a row with a semantic branch needs the "
-                                "training images' semantic maps: `semantic: {train: FOLDER, classes: N}`")
-            return self.profile.semantic_maps.rstrip("/") + "/"
-        return f"stuffthingmaps/{self._name(role, split)}/"
-
-    def _profile_split(self, role: str):
-        found = self.profile.splits.get(role)
-        if found is None:
-            raise UserError(str(self.profile.source), role, f"missing: a row of the plans evaluates on the {role} "
-                            "split (test-dev: its images without annotations)")
-        return found
+        """The folder of a split's semantic segmentation maps (read in training and validation only)."""
+        return self.dataset.semantic_maps(role, split)
 
 
 def full_scale(coco_root: Path) -> Scale:
-    return Scale("full", coco_root, "coco")
+    return Scale("full", coco(coco_root))
 
 
-def on_profile(scale: Scale, profile: Profile) -> Scale:
+def on_profile(scale: Scale, profile: DatasetProfile) -> Scale:
     """`scale` on a dataset profile's data: its files, classes and identity."""
-    return dataclasses.replace(scale, data_root=profile.root, data_id=profile.identity, classes=profile.classes,
-                               semantic_classes=profile.semantic_classes, profile=profile)
+    return dataclasses.replace(scale, dataset=profile)
 
 
 def smoke_scale(dataset_root: Path) -> Scale:
-    return Scale("smoke", dataset_root, dataset_root.name, classes=CLASSES, semantic_classes=SEMANTIC_CLASSES,
-                 epochs=12, images=128, width=64, lr_per_image=0.005, warmup_iters=50, clip_grad=35.0)
+    return Scale("smoke", embedded(dataset_root), epochs=12, images=128, width=64, lr_per_image=0.005,
+                 warmup_iters=50, clip_grad=35.0)
 
 
 # ---- recipe and scale ----------------------------------------------------------------------------
@@ -290,7 +278,7 @@ def _build(row: Row, scale: Scale, root: str) -> dict:
         holder, key = config_node(cfg, dotted)
         holder[key] = value
     cfg["custom_imports"] = dict(imports=[PLUGINS], allow_failed_imports=False)
-    if not model.trains:
+    if row.kind != TRAINED:
         return cfg
     if not row.own_schedule:
         _apply_recipe(cfg, row.recipe, scale.epochs)
@@ -383,7 +371,7 @@ def keyed_config(row: Row, scale: Scale, weights: dict[str, Path] | None = None)
     # Outside the key, as the data root is: TensorBoard only observes a training, it changes nothing
     # trained, and trainings done before it was added are not trained again. So does the evaluator of
     # the mask sizes' conventions: it scores the same detections.
-    if not MODELS[row.model].trains:
+    if row.kind != TRAINED:
         return key, placed
     observed = with_mask_sizes(with_tensorboard(placed), mask_sizes_by(row.recipe))
     # How many checkpoints stay on disk changes nothing trained either.
@@ -393,79 +381,3 @@ def keyed_config(row: Row, scale: Scale, weights: dict[str, Path] | None = None)
 def build_config(row: Row, scale: Scale) -> dict:
     """The complete config of one row, as a plain dict."""
     return keyed_config(row, scale)[1]
-
-
-@dataclass(frozen=True)
-class RowConfig:
-    """One row's config on disk. `key` identifies what the row runs (<model>-<hash>); `train_key`
-    the training it needs. They differ for an evaluation-only row, which evaluates the training of
-    `train_path` with its own test-time settings."""
-
-    plan: str
-    row: int
-    model: str
-    label: str
-    path: Path
-    key: str
-    train_path: Path
-    train_key: str
-    seed: int = 0  # MMEngine's seed of the training: a row with several seeds has one RowConfig per seed
-
-    @property
-    def eval_only(self) -> bool:
-        return self.key != self.train_key
-
-
-def config_text(cfg: dict) -> str:
-    """A Python config file that MMEngine's Config.fromfile reads back: one assignment per top-level
-    field, laid out by pprint (mmengine's own pretty_text runs a formatter that costs a second a row)."""
-    return "".join(f"{name} = {pprint.pformat(value, width=110, sort_dicts=False)}\n" for name, value in cfg.items())
-
-
-def _write(paths: StudyPaths, plan: Plan, row: Row, scale: Scale, what: str, cache: ConfigCache,
-           weights: dict[str, Path] | None) -> tuple[Path, str]:
-    inputs = cache.inputs(plan.name, row, scale, what)
-    if inputs is not None and weights:  # their paths are in the text: a config whose weights moved is rewritten
-        inputs = digest(inputs + json.dumps(sorted((url, str(p)) for url, p in weights.items())))
-
-    def path_of(key: str) -> Path:
-        return paths.config(plan.name, row.number, what, key.rsplit("-", 1)[1])
-
-    if (found := cache.lookup(inputs, path_of)) is not None:
-        return found
-    key, cfg = keyed_config(row, scale, weights)
-    path = path_of(key)
-    label = " ".join(row.label.split())  # one comment line: a line break in a plan's label would start code
-    header = f"# {plan.name} row {row.number}{what}: {label} ({scale.name} scale), generated by sbrrepro\n"
-    text = header + config_text(cfg)
-    if not path.exists() or path.read_text() != text:  # another study folder or data root: other paths
-        atomic_write(path, text)
-    cache.remember(inputs, key, text)
-    return path, key
-
-
-def training_row(row: Row) -> Row:
-    """The training a row needs: its test-time-only options set as that training evaluates itself,
-    and validated on the split its tables share where the row's split is scored by the server."""
-    recipe = {**row.recipe, "eval_split": SERVER_SPLITS.get(row.recipe["eval_split"], row.recipe["eval_split"])}
-    return dataclasses.replace(row, options=MODELS[row.model].training(row.options), recipe=recipe)
-
-
-def write_configs(plan: Plan, scale: Scale, paths: StudyPaths, cache: ConfigCache | None = None,
-                  weights: dict[str, Path] | None = None) -> list[RowConfig]:
-    """Write the config of each row with a model, once per seed (identical content, identical key),
-    and for an evaluation-only row also the config of the training it evaluates (-train-). With a
-    `cache` (the caller saves it), a config already written from the same inputs is not built again.
-    `weights`: the local files of the checkpoints the configs load (see `keyed_config`)."""
-    cache = cache or ConfigCache(None)
-    out = []
-    for row in (r.seeded(seed) for r in plan.model_rows for seed in r.seeds):
-        path, key = _write(paths, plan, row, scale, "", cache, weights)
-        training = training_row(row)
-        train_path, train_key = ((path, key) if training == row else
-                                 _write(paths, plan, training, scale, "-train", cache, weights))
-        if train_key == key:
-            train_path = path
-        out.append(RowConfig(plan.name, row.number, row.model, row.label, path, key, train_path, train_key,
-                             row.recipe["seed"]))
-    return out

@@ -14,11 +14,11 @@ import math
 from dataclasses import dataclass
 
 from . import preflight, study_files
-from .configs import RowConfig
 from .errors import UserError
 from .layout import RunPaths, StudyPaths
 from .plan import Row
 from .preflight import Finding
+from .rows import RowConfig
 from .study_files import Number
 from .zoo import MODELS, hours_per_epoch
 

@@ -6,7 +6,8 @@ so the real MMDetection pipeline (CocoDataset, polygon masks, CocoMetric with py
 unchanged on it. Most images hold at least two distinct classes (multi-label targets for SCNet's
 global-context head), the objects never overlap, and their sides span all three of COCO's size ranges.
 
-Layout under the root (named by `SyntheticSpec.folder_name()`), after COCO and COCO-stuff:
+Layout under the root (named by `SyntheticSpec.folder_name()`), after COCO and COCO-stuff, its names
+those of `sbrrepro.datasets.embedded`:
 
     train/, val/, test/                      the images, 00000.png, 00001.png, ...
     annotations/instances_train.json         COCO instances (images, annotations, categories)
@@ -38,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as mask_utils
+
+from .datasets import embedded
 
 CLASSES = ("circle", "square", "triangle")
 STUFF = ("noise", "stripes")  # the background's classes, labels len(CLASSES) + index in the stuff maps
@@ -171,20 +174,19 @@ def _categories() -> list[dict]:
     return [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CLASSES)]
 
 
-def _write_split(root: Path, split: str, count: int, rng: np.random.Generator, spec: SyntheticSpec) -> dict:
-    """Write the split's images (and, but for the test split, its stuff maps); return its COCO dict."""
+def _write_split(folder: Path, maps: Path | None, count: int, rng: np.random.Generator, spec: SyntheticSpec) -> dict:
+    """Write a split's images into `folder` (and its stuff maps into `maps`); return its COCO dict."""
     import cv2
-    (root / split).mkdir(parents=True, exist_ok=True)
-    maps = root / "stuffthingmaps" / split
-    if split != "test":
+    folder.mkdir(parents=True, exist_ok=True)
+    if maps is not None:
         maps.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for i in range(count):
         # every fourth image holds a large object: all of COCO's size ranges are in every split
         img, labels, objects = _make_image(rng, spec, large=i % 4 == 0)
         name = f"{i:05d}.png"
-        cv2.imwrite(str(root / split / name), img)
-        if split != "test":
+        cv2.imwrite(str(folder / name), img)
+        if maps is not None:
             cv2.imwrite(str(maps / name), labels)
         images.append({"id": i + 1, "file_name": name, "width": spec.size, "height": spec.size})
         for obj in objects:
@@ -192,19 +194,22 @@ def _write_split(root: Path, split: str, count: int, rng: np.random.Generator, s
     return {"images": images, "annotations": annotations, "categories": _categories()}
 
 
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
 def _build(root: Path, spec: SyntheticSpec) -> None:
     rng = np.random.default_rng(spec.seed)
-    (root / "annotations").mkdir(parents=True)
-    for split, count in (("train", spec.train_images), ("val", spec.val_images)):
-        coco = _write_split(root, split, count, rng, spec)
-        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
-    test = _write_split(root, "test", spec.test_images, rng, spec)
+    layout = embedded(root)  # the file names, as the configs read them
+    for role, count in (("train", spec.train_images), ("val", spec.val_images)):
+        ann, images = layout.files(role)
+        _write_json(root / ann, _write_split(root / images, root / layout.semantic_maps(role), count, rng, spec))
+    ann, images = layout.files("test")
+    test = _write_split(root / images, None, spec.test_images, rng, spec)
     info = {"description": "sbrrepro synthetic shapes, test split (annotations withheld)", "version": "2"}
-    (root / "annotations" / "image_info_test.json").write_text(
-        json.dumps({"info": info, "licenses": [], "images": test["images"], "categories": test["categories"]})
-    )
-    (root / "withheld").mkdir()
-    (root / "withheld" / "instances_test.json").write_text(json.dumps(test))
+    _write_json(root / ann, {"info": info, "licenses": [], "images": test["images"], "categories": test["categories"]})
+    _write_json(root / str(layout.withheld), test)
 
 
 def ensure_dataset(parent: Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:

@@ -15,7 +15,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,9 @@ from typing import Any
 import submitit
 from submitit.core.utils import FailedJobError, JobPaths, pickle_load
 
+from .cluster import CANCELLED, FAILED, FINISHED, Executor, make_executor
+from .cluster.profile import load_cluster
 from .errors import UserError
-from .executors import CANCELLED, FAILED, FINISHED, Executor, Profile, load_profile, make_executor
 from .training import _distributed_env
 from .weights import ENV
 
@@ -233,7 +234,7 @@ def submit(cluster: str | None, data_root: str | None, weights: str | None, fold
     per node, GPUs and set-up lines, a short time limit), locally one job."""
     from .prepare import scale_of
 
-    profile = load_profile(cluster)
+    profile = load_cluster(cluster)
     root = str(scale_of(Path.cwd(), False, None, _given_folder("--data-root", data_root)).data_root)
     # where `run` stages the pretrained weights (see `weights.folder`); none configured: not checked
     cache = _given_folder("--weights", weights) or profile.weights or os.environ.get(ENV)
@@ -246,8 +247,7 @@ def submit(cluster: str | None, data_root: str | None, weights: str | None, fold
         if nodes > 1 and profile.executor != "slurm":
             jobs.append(Column(title, {}, NA))
             continue
-        executor = make_executor(Profile(profile.name, {**profile.values, "nodes": nodes,
-                                                        "time_min": min(profile.time_min, JOB_MIN)}))
+        executor = make_executor(replace(profile, nodes=nodes, time_min=min(profile.time_min, JOB_MIN)))
         where = runs / title.replace(" ", "-")
         try:  # submitit echoes sbatch's refusal on stderr: it is said once, below
             with contextlib.redirect_stderr(io.StringIO()):

@@ -19,19 +19,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .configs import RowConfig
+from .cluster import CANCELLED, FAILED, FINISHED, PENDING, RUNNING, Executor, Job, executor_of_kind
 from .errors import UserError
-from .executors import CANCELLED, FAILED, FINISHED, PENDING, RUNNING, Executor, Job, executor_of_kind
 from .files import atomic_write
 from .layout import StudyPaths, sizes_key
 from .results import lacks_sizes, recorded_coco
+from .rows import AWAITING, DONE, NEW, RowConfig
 from .study import Study, Submission
 from .study_files import KEY, read
 from .training import EvalJob, TrainingJob
 
-# Row states, in the order a row goes through them. AWAITING: the evaluation has written the files
-# for COCO's evaluation server; the row is done once its stats are imported.
-NEW, AWAITING, DONE = "new", "awaiting server", "done"
+ENDED = (DONE, AWAITING, FAILED, CANCELLED)  # what no longer changes by itself
 TAIL_LINES = 15
 SUBMITTED = "_submitted.pkl"  # submitit writes <job id>_submitted.pkl as soon as it has submitted a job
 

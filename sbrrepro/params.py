@@ -14,9 +14,12 @@ from .configs import build_config, build_model, full_scale
 from .files import atomic_write
 from .metrics import PARAM_UNITS, from_params
 from .plan import Plan, Row
+from .rows import COUNTED
 from .study_files import Number, read
+from .table import Table, TableRow
 from .training import trainable
-from .verify import MISSING, compare, number
+from .verdicts import Judged, verdict
+from .verify import MATCH, MISSING, compare, number
 from .zoo import MODELS
 
 
@@ -79,3 +82,16 @@ def count_plan(plan: Plan, counts: Counts) -> list[Counted]:
         out.append(Counted(row.number, row.label, n, {m: number(published.get(m)) for m in wanted}, ours,
                            verdict, row.note))
     return out
+
+
+def table(plan: Plan, counted: list[Counted]) -> Table:
+    """A plan's counts as the one table model (each renderer draws it): per row its trainable
+    parameters, then each counted column beside the published one."""
+    wanted = param_metrics(plan) or ["params_M"]
+    rows = []
+    for c in counted:
+        cells, judgement = compare(c.ours, plan.published[c.row], wanted, plan.tolerance)
+        judged = verdict(Judged(COUNTED, (), judgement, plan.has_published, scale_free=True))
+        rows.append(TableRow([str(c.row), c.label, f"{c.trainable:,}"], cells, judged))
+    notes = [f"Row {c.row}: {c.note}" for c in counted if c.note and c.verdict != MATCH]
+    return Table(f"{plan.name}: trainable parameters", "", ["#", "row", "trainable"], wanted, rows, "", notes=notes)

@@ -19,9 +19,11 @@ from .errors import UserError
 from .figures import KINDS
 from .metrics import VOCABULARY
 from .reader import INPUT_BYTES, read_text, read_yaml
+from .rows import CITED, DERIVED, TRAINED
 from .schema import Field, one_of, positive, validate
 from .vocabulary import FRAMEWORKS
-from .zoo import BACKBONES, MODELS, based
+from .zoo import BACKBONES, MODELS, based, kind
+from .zoo._parts import config_node
 
 MAIN_PAPER = "sbr-cnn"  # the paper sbrrepro is named after: `plans/table5.yaml` is its Table 5
 RECIPE_FILE = "recipe.yaml"  # a paper's recipe, beside its plans: `plans/<paper>/*.yaml` names it too
@@ -168,6 +170,7 @@ class Row:
     own_schedule: bool = False  # a `base` config's schedule and optimizer stand (the plan has no recipe)
     derived: tuple[int, int] | None = None  # (a, b): row a minus row b
     seeds: tuple[int, ...] = ()  # a model row's trainings, one per seed (ours: their mean); () for the others
+    kind: str = TRAINED  # what the row is (see sbrrepro.rows), decided here once
 
     def seeded(self, seed: int) -> Row:
         """The row trained with `seed`: its recipe's seed replaced."""
@@ -208,8 +211,7 @@ class Plan:
 
     def with_seeds(self, count: int) -> Plan:
         """The plan with every trained row on seeds 0 .. count - 1 (`--seeds N`)."""
-        rows = [dataclasses.replace(r, seeds=tuple(range(count))) if r.model and MODELS[r.model].trains else r
-                for r in self.rows]
+        rows = [dataclasses.replace(r, seeds=tuple(range(count))) if r.kind == TRAINED else r for r in self.rows]
         return dataclasses.replace(self, rows=rows)
 
     @property
@@ -230,8 +232,8 @@ def _recipe(data: dict, where: str, prefix: str) -> dict[str, Any]:
 
 def load_published(path: Path, where: str) -> dict[int, dict[str, str]]:
     try:
-        table = csv.DictReader(io.StringIO(read_text(path, INPUT_BYTES, "a CSV of published numbers"), newline=""))
-        rows = list(table)
+        rows = list(table := csv.DictReader(io.StringIO(read_text(path, INPUT_BYTES, "a CSV of published numbers"),
+                                                         newline="")))
     except OSError as e:
         raise UserError(where, "published", f"cannot read {path}: {e.strerror}") from None
     except csv.Error as e:  # e.g. a cell over the csv module's field limit
@@ -292,8 +294,8 @@ def _row(r: dict[str, Any], recipe: dict[str, Any], label: str, seeds: list[int]
         extra = [k for k in ("options", "recipe", "cfg", "seeds") if r[k]]
         if extra:
             raise UserError(where, prefix + extra[0], f"a {kinds[0]} row runs nothing: it takes no {extra[0]}")
-        derived = tuple(r["derived"]) if r["derived"] else None
-        return Row(r["row"], None, label, {}, {}, r["note"], cited=r["cited"], derived=derived)
+        return Row(r["row"], None, label, {}, {}, r["note"], cited=r["cited"], derived=r["derived"] and
+                   tuple(r["derived"]), kind=CITED if r["cited"] is not None else DERIVED)
     spec = MODELS[r["model"]]
     options = validate(r["options"], spec.options, where, prefix + "options.")
     finished = spec.finish(options)
@@ -317,24 +319,10 @@ def _row(r: dict[str, Any], recipe: dict[str, Any], label: str, seeds: list[int]
                         f"{r['model']} with these options builds {backbone}")
     if r["cfg"]:
         _check_overrides(built, r["cfg"], where, prefix + "cfg.")
-    return Row(r["row"], r["model"], label, finished, row_recipe, r["note"], overrides=dict(r["cfg"]),
-               own_schedule=own_schedule,
-               seeds=tuple(r["seeds"] or seeds or [row_recipe["seed"]]) if spec.trains else (row_recipe["seed"],))
-
-
-def config_node(cfg: Any, dotted: str) -> tuple[Any, str | int] | None:
-    """The dict or list holding a dotted key of a config, and the last part; None where the key does
-    not exist (list items by index: `model.roi_head.bbox_head.0.num_classes`)."""
-    node, found = cfg, None
-    for part in dotted.split("."):
-        if isinstance(node, dict) and part in node:
-            found = (node, part)
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            found = (node, int(part))
-        else:
-            return None
-        node = found[0][found[1]]
-    return found
+    trained = kind(r["model"]) == TRAINED
+    return Row(r["row"], r["model"], label, finished, row_recipe, r["note"], overrides=dict(r["cfg"]), own_schedule=
+               own_schedule, seeds=tuple(r["seeds"] or seeds or [row_recipe["seed"]]) if trained else
+               (row_recipe["seed"],), kind=kind(r["model"]))
 
 
 def _check_overrides(cfg: dict, overrides: dict[str, Any], where: str, prefix: str) -> None:

@@ -15,17 +15,22 @@ import io
 import json
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import submitit
 
+from .errors import UserError
 from .files import atomic_write
 from .layout import StudyPaths
 from .speed import _quiet_mmengine, device_name, peak_rss_GB
 from .study_files import NUMBER, Number, read
 from .zoo._parts import walk
+
+if TYPE_CHECKING:
+    from .cluster.profile import ClusterProfile
+    from .rows import RowConfig
 
 WARMUP = 2  # steps not timed: the first ones allocate and tune kernels
 PREDICTIONS = 3  # images timed at inference, after one not timed
@@ -317,19 +322,48 @@ def embedded_data(study: Any) -> Path:
     return ensure_dataset(study.paths.data)
 
 
-def one_device(profile: Any) -> Any:
-    """The cluster profile for one preflight job: one node, one task, one of its GPUs."""
-    from .executors import Profile
+def image_size(text: str | None) -> tuple[int, int] | None:
+    """`--image-size WxH` as (width, height); None: each row's own largest."""
+    try:
+        size = None if text is None else tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        size = ()
+    if size is not None and (len(size) != 2 or min(size) < 32):
+        raise UserError("command line", "--image-size", f"{text!r}: give WIDTHxHEIGHT in pixels, each at least 32, "
+                        "e.g. 1333x800")
+    return size
 
+
+def trainings(chosen: list[tuple[Any, RowConfig]]) -> dict[str, tuple[str, list[str]]]:
+    """Each unique training of the chosen rows: its key -> its config and the rows that need it."""
+    out: dict[str, tuple[str, list[str]]] = {}
+    for _, rc in chosen:
+        config, needed = out.get(rc.train_key, (str(rc.train_path), []))
+        out[rc.train_key] = (config, [*needed, f"{rc.plan}:{rc.row}"])
+    return out
+
+
+def data(prepared: Any) -> tuple[str | None, str]:
+    """What a preflight of `prepared` (see sbrrepro.prepare) trains on, and its description: COCO where
+    the chosen rows' training files are there (None), else the embedded dataset, made in the study."""
+    scale = prepared.scale
+    if all((scale.data_root / scale.files("train", row.recipe["train_split"])[0]).exists()
+           for row, _ in prepared.chosen):
+        return None, "COCO"
+    return str(embedded_data(prepared.study)), f"the embedded dataset (no COCO at {scale.data_root})"
+
+
+def one_device(profile: ClusterProfile) -> ClusterProfile:
+    """The cluster profile for one preflight job: one node, one task, one of its GPUs."""
     gpus = 1 if profile.gpus_per_node else profile.gpus_per_node
-    return Profile(profile.name, {**profile.values, "nodes": 1, "tasks_per_node": 1, "gpus_per_node": gpus})
+    return replace(profile, nodes=1, tasks_per_node=1, gpus_per_node=gpus)
 
 
 def submit_and_wait(study: Any, trainings: dict[str, tuple[str, list[str]]], executor: Any,
                     poll_s: float = 2.0, **measure_args: Any) -> list[Finding]:
     """Preflight each training (key -> its config and the rows that need it) as one job of an array,
     wait for all, and record their findings in the study; a job that died without one is a crash."""
-    from .executors import CANCELLED, FAILED, FINISHED
+    from .cluster import CANCELLED, FAILED, FINISHED
 
     load(study.paths)  # the findings already recorded, which `save` keeps: a damaged file is refused before any job
     folder = study.paths.preflight_jobs / time.strftime("%Y%m%d-%H%M%S")

@@ -14,17 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config_cache import ConfigCache
-from .configs import RowConfig, Scale, build_config, full_scale, on_profile, smoke_scale, write_configs
+from .config_files import Built, build, write
+from .configs import Scale, full_scale, on_profile, smoke_scale
 from .datacheck import Split, Summary, check
 from .dataset import SyntheticSpec, ensure_dataset
+from .datasets import BUILT_IN, built_in, load_dataset
 from .errors import UserError
 from .layout import StudyPaths
 from .plan import Plan, Row, load_plans
-from .profiles import BUILT_IN, built_in, load_profile
+from .rows import TRAINED, RowConfig
 from .study import Study, select
 from .vocabulary import FRAMEWORKS
 from .weights import folder, stage, urls
-from .zoo import MODELS
 
 
 @dataclass(frozen=True)
@@ -35,18 +36,41 @@ class RowName:
 
 
 @dataclass(frozen=True)
+class Request:
+    """What `run`, `preflight` and `speed` ask of the first two stages. `dataset`: a dataset profile
+    file; `seeds`: every row trained on seeds 0 .. seeds - 1 instead of the plans' seeds; `rows`: the
+    training rows to submit, named as `study.select` reads them; `framework`: every row built with that
+    MMDetection's model settings instead of its paper's. At full scale the configs load their pretrained
+    weights from local files (see sbrrepro.weights): from the folder `weights` (a cluster profile's;
+    default $SBRREPRO_WEIGHTS, else STUDY/weights), fetched into it where missing if `fetch_weights`
+    (default: unless `dry_run`)."""
+
+    plans: Sequence[str]
+    study: Path
+    smoke: bool = False
+    epochs: int | None = None
+    data_root: str | None = None
+    dry_run: bool = False
+    dataset: str | None = None
+    seeds: int | None = None
+    rows: Sequence[str] = ()
+    framework: str | None = None
+    weights: str | None = None
+    fetch_weights: bool | None = None
+
+
+@dataclass(frozen=True)
 class Prepared:
     study: Study
+    scale: Scale
     plans: list[Plan]
-    rows: list[tuple[Plan, Row, RowConfig]]  # every row with a model of every plan (each seed), in plan order
+    rows: list[tuple[Plan, RowConfig]]  # every row with a model of every plan (each seed), in plan order
+    # The training rows to submit: those the request names (with the trainings they need), else all.
+    chosen: list[tuple[Row, RowConfig]]
     checked: list[Summary] = field(default_factory=list)  # the data splits checked before submitting
     # Each checkpoint the configs load -> the local file they load instead; a dry run's may not be there yet.
     weights: dict[str, Path] = field(default_factory=dict)
-
-    @property
-    def trained(self) -> list[tuple[Row, RowConfig]]:
-        """The rows that run jobs (not those only counted or computed from annotations)."""
-        return [(row, rc) for _, row, rc in self.rows if MODELS[row.model].trains]
+    whole: bool = True  # every row of the plans chosen: their cited and derived lines are shown too
 
 
 def scale_of(study_root: Path, smoke: bool, epochs: int | None, data_root: str | None,
@@ -62,15 +86,13 @@ def scale_of(study_root: Path, smoke: bool, epochs: int | None, data_root: str |
     else:
         scale = full_scale(Path(data_root or os.environ.get("SBRREPRO_COCO", "data/coco")).resolve())
     if dataset not in (None, default):
-        scale = on_profile(scale, load_profile(dataset))
+        scale = on_profile(scale, load_dataset(dataset))
     return dataclasses.replace(scale, epochs=epochs) if epochs else scale
 
 
 def dataset_name(scale: Scale) -> str:
-    """The name a study records of its data: a profile's, or the built-in dataset's."""
-    if scale.profile is not None:
-        return scale.profile.name
-    return built_in(scale.name == "smoke")
+    """The name a study records of its data: its dataset profile's (a built-in one's or a user's)."""
+    return scale.dataset.name
 
 
 def data_cache() -> Path:
@@ -78,19 +100,23 @@ def data_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sbrrepro" / "datacheck.json"
 
 
-def _trained_configs(plans: list[Plan], scale: Scale) -> list[tuple[Plan, int, dict]]:
-    """(plan, index in its rows, config) of every row that trains, its checkpoints as the zoo names them
-    (a row's training, when another config, loads the same ones: only test-time options differ)."""
-    return [(plan, i, build_config(row, scale)) for plan in plans for i, row in enumerate(plan.rows)
-            if row.model is not None and MODELS[row.model].trains]
+def check_dataset(study_root: Path, dataset: str, data_root: str | None) -> list[Summary]:
+    """`check-data`: a dataset's training and validation splits checked (the embedded one made first)."""
+    smoke = dataset == built_in(smoke=True)
+    scale = scale_of(study_root, smoke, None, data_root, dataset)
+    if smoke:
+        ensure_dataset(scale.data_root.parent)
+    data = scale.dataset
+    return [check(Split(role, data.root / ann, data.root / images), data_cache(), max_pixels=data.max_image_pixels)
+            for role in ("train", "val") for ann, images in [data.files(role)]]
 
 
-def _require_data(configs: list[tuple[Plan, int, dict]], scale: Scale) -> list[Summary]:
+def _require_data(built: list[Built], scale: Scale) -> list[Summary]:
     """At full scale or on a dataset profile, every file and folder that a row's training and
     evaluation read must be there (annotations, images, semantic maps), and every annotated split
     must pass `datacheck` (each split once, its passes cached); returns their summaries."""
     splits: dict[tuple[Path, Path], str] = {}
-    for plan, i, cfg in configs:
+    for plan, i, cfg in ((b.plan, b.index, b.cfg) for b in built):
         for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
             ds = cfg[loader]["dataset"]
             root = Path(ds["data_root"])
@@ -111,47 +137,48 @@ def _require_data(configs: list[tuple[Plan, int, dict]], scale: Scale) -> list[S
             for (ann, images), name in splits.items()]
 
 
-def prepare(plan_files: Sequence[str], study_root: Path, smoke: bool, epochs: int | None = None,
-            data_root: str | None = None, dry_run: bool = False, dataset: str | None = None,
-            seeds: int | None = None, wanted: list[str] | None = None, framework: str | None = None,
-            weights: str | None = None, fetch_weights: bool | None = None) -> Prepared:
-    """Load and check the plans, write each row's config into the study (made if new) and register
-    the rows; unless `dry_run`, check the data's files (full scale, or a dataset profile) or generate
-    the embedded dataset (smoke). `dataset`: a dataset profile file (see `profiles`); `seeds`: train
-    every row on seeds 0 .. seeds - 1 instead of the plans' seeds; `wanted`: rows named as `select`
-    reads them, each of which must be a training row of the plans (checked before anything is written);
-    `framework`: every row built with that MMDetection's model settings instead of its paper's.
-    At full scale the configs load their pretrained weights from local files (see sbrrepro.weights): from
-    the folder `weights` (a cluster profile's; default $SBRREPRO_WEIGHTS, else STUDY/weights), fetched
-    into it where missing if `fetch_weights` (default: unless `dry_run`)."""
-    for flag, value in (("--epochs", epochs), ("--seeds", seeds)):
+def _checked(request: Request) -> list[Plan]:
+    """The request's plans, each checked before anything is written, with its seeds."""
+    for flag, value in (("--epochs", request.epochs), ("--seeds", request.seeds)):
         if value is not None and value < 1:
             raise UserError("command line", flag, f"must be at least 1, got {value}")
-    if framework is not None and framework not in FRAMEWORKS:
-        raise UserError("command line", "--framework", f"{framework!r} is not one of: {', '.join(FRAMEWORKS)}")
-    plans = load_plans(plan_files)  # every plan is checked before anything is written
-    if seeds is not None:
-        plans = [plan.with_seeds(seeds) for plan in plans]
-    if wanted:
-        select([RowName(plan.name, row.number, seed) for plan in plans for row in plan.model_rows
-                if MODELS[row.model].trains for seed in row.seeds], wanted, "command line")
-    scale_name = "smoke" if smoke else "full"
-    scale = dataclasses.replace(scale_of(study_root, smoke, epochs, data_root, dataset), framework=framework)
-    if StudyPaths(study_root).meta.exists():  # a scale or data mismatch is an error before anything is written
-        Study.open(study_root, scale_name, dataset_name(scale))
-    check_data = not dry_run and (not smoke or scale.profile is not None)
-    configs = _trained_configs(plans, scale) if check_data or not smoke else []
-    checked = _require_data(configs, scale) if check_data else []
+    if request.framework is not None and request.framework not in FRAMEWORKS:
+        raise UserError("command line", "--framework", f"{request.framework!r} is not one of: "
+                        f"{', '.join(FRAMEWORKS)}")
+    plans = load_plans(request.plans)
+    return [plan.with_seeds(request.seeds) for plan in plans] if request.seeds is not None else plans
+
+
+def prepare(request: Request) -> Prepared:
+    """Load and check the plans, write each row's config into the study (made if new) and register
+    the rows; unless `dry_run`, check the data's files (full scale, or a dataset profile) or generate
+    the embedded dataset (smoke). Each config is built once; the study is opened once."""
+    r = request
+    plans = _checked(r)
+    names = [RowName(plan.name, row.number, seed) for plan in plans for row in plan.rows if row.kind == TRAINED
+             for seed in row.seeds]
+    wanted = set(select(names, list(r.rows), "command line")) if r.rows else None
+    scale = dataclasses.replace(scale_of(r.study, r.smoke, r.epochs, r.data_root, r.dataset), framework=r.framework)
+    # a scale or data mismatch with an existing study is an error before anything is written
+    study = Study.open(r.study, scale.name, dataset_name(scale), create=True)
+    cache = ConfigCache(study.paths.config_cache)
+    check_data = not r.dry_run and (not r.smoke or scale.profile is not None)
+    # Full-scale configs are read for the weights they load, and the data's for its files: built, not
+    # looked up in the cache.
+    built = build(plans, scale, study.paths, cache, configs=check_data or not r.smoke)
+    checked = _require_data([rb.own for rb in built if rb.own.row.kind == TRAINED], scale) if check_data else []
     # Smoke models start from scratch; full-scale ones load weights, which a compute node may have no
     # internet to fetch: staged here, after the data is found good and before anything is written.
-    local = {} if smoke else stage(sorted({url for *_, cfg in configs for url in urls(cfg)}),
-                                   folder(study_root, weights), not dry_run if fetch_weights is None else fetch_weights)
-    study = Study.open(study_root, scale_name, dataset_name(scale), create=True)
-    cache = ConfigCache(study.paths.config_cache)
-    written = [(plan, write_configs(plan, scale, study.paths, cache, local)) for plan in plans]
+    fetch = not r.dry_run if r.fetch_weights is None else r.fetch_weights
+    local = {} if r.smoke else stage(sorted({url for rb in built for b in (rb.own, rb.training) if b.cfg
+                                             for url in urls(b.cfg)}), folder(study.root, r.weights), fetch)
+    study.make()
+    write(built, scale, cache, local)
     cache.save()
-    study.register(*((plan.path, configs) for plan, configs in written))
-    rows = [(plan, plan.row(rc.row), rc) for plan, configs in written for rc in configs]
-    if smoke and not dry_run and scale.profile is None:
+    rows = [(rb.own.plan, rb.record()) for rb in built]
+    study.register(*((plan.path, [rc for p, rc in rows if p is plan]) for plan in plans))
+    if r.smoke and not r.dry_run and scale.profile is None:
         ensure_dataset(study.paths.data)
-    return Prepared(study, plans, rows, checked, local)
+    chosen = [(plan.row(rc.row), rc) for plan, rc in rows if rc.kind == TRAINED
+              and (wanted is None or RowName(rc.plan, rc.row, rc.seed) in wanted)]
+    return Prepared(study, scale, plans, rows, chosen, checked, local, whole=wanted is None)

@@ -1,20 +1,27 @@
 """Stage 5: the table model (`table.Table`) -> text. Four renderers of one model: terminal,
 Markdown, LaTeX and HTML. Best and second best of our columns are bold and underlined (ANSI styles
-on a terminal), as the papers print them."""
+on a terminal), as the papers print them. LaTeX and HTML come from jinja2 templates
+(sbrrepro/templates/), which hold the markup; this module says what goes in them."""
 
 from __future__ import annotations
 
 import html
 import re
+from typing import Any, NamedTuple
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from .metrics import LABELS, METRICS
 from .table import BEST, SECOND, Table
 from .verify import Cell
 
+ABSENT = "–"  # a number not there (not published, not run)
+
 
 def _num(v: float | None, decimals: int, signed: bool = False) -> str:
     if v is None:
-        return "–"
+        return ABSENT
     return f"{v:{'+' if signed else ''},.{decimals}f}"
 
 
@@ -109,7 +116,9 @@ _TEX_ESCAPES = {"&": r"\&", "%": r"\%", "#": r"\#", "_": r"\_", "^": r"\textasci
                 "✗": r"$\times$", "×": r"$\times$", "–": "--", "—": "---", "Δ": r"$\Delta$", "−": "$-$",
                 "≤": r"$\leq$", "±": r"$\pm$", "≈": r"$\approx$", "≠": r"$\neq$", "○": r"$\circ$", "…": r"\ldots{}",
                 "»": r"$\gg$", "·": r"$\cdot$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "§": r"\S{}", "¶": r"\P{}",
-                "λ": r"$\lambda$", "’": "'", "“": "``", "”": "''", "³": r"$^{3}$", "²": r"$^{2}$"}
+                "λ": r"$\lambda$", "’": "'", "“": "``", "”": "''", "³": r"$^{3}$", "²": r"$^{2}$",
+                # pdflatex's default (OT1) fonts print < > | as ¡ ¿ —: the text commands print them in any encoding
+                "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}"}
 
 
 def tex(text: str) -> str:
@@ -124,12 +133,69 @@ def tex(text: str) -> str:
     return "".join(f"$^{{{p}}}$" if i % 2 else "".join(map(escape, p)) for i, p in enumerate(pieces))
 
 
-def _tex_cell(text: str, rank: int) -> str:
-    body = tex(text)
-    return rf"\textbf{{{body}}}" if rank == BEST else rf"\underline{{{body}}}" if rank == SECOND else body
-
-
 WIDE = 6  # more metrics than this: in LaTeX each row takes two lines (the paper's numbers, then ours and Δ)
+
+
+class _Metric(NamedTuple):
+    published: str
+    ours: str
+    rank: int
+    delta: str
+
+
+class _Row(NamedTuple):
+    css: str  # the verdict's class, for its colour in HTML
+    texts: list[tuple[str, int]]  # every cell, as `cells` gives them
+    lead: list[tuple[str, int]]
+    metrics: list[_Metric]
+    verdict: str
+
+
+def _rows(table: Table) -> list[_Row]:
+    """`cells` by what each cell is: what the stacked layout (one cell per metric) takes apart."""
+    n = len(table.lead)
+    out = []
+    for row, texts in zip(table.rows, cells(table)):
+        triples = [texts[n + 3 * i: n + 3 * i + 3] for i in range(len(table.metrics))]
+        out.append(_Row("v-" + row.verdict.word.split(",")[0].replace(" ", "-"), texts, texts[:n],
+                        [_Metric(p[0], o[0], o[1], d[0]) for p, o, d in triples], texts[-1][0]))
+    return out
+
+
+def _layout(table: Table) -> dict[str, Any]:
+    """What both templates draw a table from. `per`: columns per metric (1 when stacked); `before`:
+    columns before the first metric's (the lead, and when stacked the lines' names); `groups`: each
+    column group's name (None: a metric on its own), columns and first column, where any has a name."""
+    stacked = len(table.metrics) > WIDE
+    per, before = 1 if stacked else 3, len(table.lead) + stacked
+    groups, at = [], before + 1
+    if any(g for g, _ in table.groups):
+        for group, metrics in table.groups:
+            groups.append((group, per * len(metrics), at))
+            at += per * len(metrics)
+    return {"title": table.title, "reference": table.reference, "lead": table.lead, "n_lead": len(table.lead),
+            "stacked": stacked, "per": per, "before": before, "groups": groups,
+            "labels": [_label(table, m) for m in table.metrics], "rows": _rows(table), "footer": _footer(table)}
+
+
+def _html_escape(value: Any) -> Any:
+    """Every {{ }} of the HTML templates, escaped by html.escape rather than markupsafe (&quot; and
+    &#x27;, not &#34; and &#39;), so that the pages are byte for byte what they were; the output of
+    a macro (Markup) is left as it is."""
+    return value if hasattr(value, "__html__") else Markup(html.escape(str(value)))
+
+
+_OPTIONS: dict[str, Any] = {"trim_blocks": True, "lstrip_blocks": True, "keep_trailing_newline": True,
+                            "undefined": StrictUndefined}
+HTML = Environment(loader=PackageLoader("sbrrepro", "templates"), autoescape=select_autoescape(["html.j2"]),
+                   finalize=_html_escape, **_OPTIONS)
+# LaTeX's braces would end {{ }}: its tags are \VAR{...} and \BLOCK{...}; nothing is escaped but by `tex`
+LATEX = Environment(loader=PackageLoader("sbrrepro", "templates"), autoescape=False, block_start_string="\\BLOCK{",
+                    block_end_string="}", variable_start_string="\\VAR{", variable_end_string="}",
+                    comment_start_string="\\#{", comment_end_string="}", **_OPTIONS)
+for _env in (HTML, LATEX):
+    _env.globals.update(BEST=BEST, SECOND=SECOND, ABSENT=ABSENT)
+LATEX.filters["tex"] = tex
 
 
 def to_latex(table: Table) -> str:
@@ -137,84 +203,19 @@ def to_latex(table: Table) -> str:
     published number, ours and Δ side by side, or for a table of more than WIDE metrics (SBR-CNN
     Table 11's twelve) one above the other, as wide tables print; scaled to the line width (needs
     booktabs, amssymb and graphicx)."""
-    n_lead, n = len(table.lead), len(table.metrics)
-    stacked = n > WIDE
-    per = 1 if stacked else 3  # columns per metric
-    before = n_lead + stacked  # columns before the first metric's: the lead, and the stacked lines' names
-    lines = ["% generated by sbrrepro; needs \\usepackage{booktabs,amssymb,graphicx}", r"\begin{table}[t]",
-             r"\centering", rf"\caption{{{tex(table.title)}}}", r"\resizebox{\linewidth}{!}{%",
-             rf"\begin{{tabular}}{{{'l' * before}{('r' * per) * n}l}}", r"\toprule"]
-    if any(g for g, _ in table.groups):
-        spans, rules, at = [], [], before + 1
-        for group, metrics in table.groups:
-            span = per * len(metrics)
-            spans.append(rf"\multicolumn{{{span}}}{{c}}{{{tex(group)}}}" if group else " & " * (span - 1))
-            if group:
-                rules.append(rf"\cmidrule(lr){{{at}-{at + span - 1}}}")
-            at += span
-        lines += [" & " * before + " & ".join(spans) + r" & \\", *rules]
-    heads = [rf"\multicolumn{{{per}}}{{c}}{{{tex(_label(table, m))}}}" for m in table.metrics]
-    lead = " & ".join([*(tex(c) for c in table.lead), *([""] if stacked else [])])
-    if stacked:
-        lines += [lead + " & " + " & ".join(heads) + r" & Verdict \\", r"\midrule"]
-    else:
-        lines.append(lead + " & " + " & ".join(heads) + r" & \\")
-        lines += [rf"\cmidrule(lr){{{before + 3 * i + 1}-{before + 3 * i + 3}}}" for i in range(n)]
-        subs = " & ".join([tex(table.reference), "Ours", r"$\Delta$"] * n)
-        lines += [" & " * n_lead + subs + r" & Verdict \\", r"\midrule"]
-    for row in cells(table):
-        if not stacked:
-            lines.append(" & ".join(_tex_cell(t, r) for t, r in row) + r" \\")
-            continue
-        triples = [row[n_lead + 3 * i: n_lead + 3 * i + 3] for i in range(n)]
-        lines.append(" & ".join([*(_tex_cell(t, r) for t, r in row[:n_lead]), tex(table.reference),
-                                 *(tex(published[0]) for published, _, _ in triples), ""]) + r" \\")
-        ours = [_tex_cell(o[0], o[1]) + (f" ({tex(d[0])})" if d[0] != "–" else "") for _, o, d in triples]
-        lines.append(" & " * n_lead + " & ".join(["Ours", *ours, _tex_cell(*row[-1])]) + r" \\[2pt]")
-    lines += [r"\bottomrule", r"\end{tabular}}", r"\par\smallskip\footnotesize",
-              *(tex(line) + r"\par" for line in _footer(table)), r"\end{table}", ""]
-    return "\n".join(lines)
+    return LATEX.get_template("table.tex.j2").render(_layout(table))
+
+
+def _results_table(table: Table) -> Markup:
+    """The HTML of a table: the `results_table` macro, which the report page calls through this filter."""
+    return HTML.get_template("table.html.j2").module.results_table(_layout(table))
+
+
+HTML.filters["results_table"] = _results_table
 
 
 def to_html(table: Table) -> str:
     """A <table> with the paper's column groups as header rows; best <b>, second <u>; each verdict a
     symbol and a word (its class only adds colour). More than WIDE metrics: each row on two lines,
     the paper's numbers then ours (Δ), as in LaTeX, so that the table fits a page."""
-    e = html.escape
-    n_lead, stacked = len(table.lead), len(table.metrics) > WIDE
-    per = 1 if stacked else 3
-
-    def cell(text: str, rank: int, kind: str, extra: str = "", after: str = "") -> str:
-        inner = f"<b>{e(text)}</b>" if rank == BEST else f"<u>{e(text)}</u>" if rank == SECOND else e(text)
-        return f'<td class="{kind}"{extra}>{inner}{e(after)}</td>'
-
-    head = []
-    if any(g for g, _ in table.groups):
-        head.append("<tr>" + f'<th colspan="{n_lead + stacked}"></th>' + "".join(
-            f'<th colspan="{per * len(ms)}" class="group">{e(g or "")}</th>' for g, ms in table.groups)
-            + "<th></th></tr>")
-    span = "" if stacked else ' rowspan="2"'
-    head.append("<tr>" + "".join(f"<th{span}>{e(c)}</th>" for c in table.lead) + ("<th></th>" if stacked else "")
-                + "".join(f'<th colspan="{per}">{e(_label(table, m))}</th>' for m in table.metrics)
-                + f"<th{span}>Verdict</th></tr>")
-    if not stacked:
-        head.append("<tr>" + f"<th>{e(table.reference)}</th><th>Ours</th><th>Δ</th>" * len(table.metrics) + "</tr>")
-    body = []
-    for row, texts in zip(table.rows, cells(table)):
-        verdict_class = "v-" + row.verdict.word.split(",")[0].replace(" ", "-")
-        if not stacked:
-            tds = [cell(text, rank, "lead" if i < n_lead else "verdict" if i == len(texts) - 1 else "num")
-                   for i, (text, rank) in enumerate(texts)]
-            body.append(f'<tr class="{verdict_class}">' + "".join(tds) + "</tr>")
-            continue
-        triples = [texts[n_lead + 3 * i: n_lead + 3 * i + 3] for i in range(len(table.metrics))]
-        first = ([cell(text, rank, "lead", ' rowspan="2"') for text, rank in texts[:n_lead]]
-                 + [cell(table.reference, 0, "lead")] + [cell(p[0], 0, "num") for p, _, _ in triples]
-                 + [cell(*texts[-1], "verdict", ' rowspan="2"')])
-        second = [cell("Ours", 0, "lead")] + [
-            cell(*o, "num", after=f" ({d[0]})" if d[0] != "–" else "") for _, o, d in triples]
-        body += [f'<tr class="{verdict_class}">' + "".join(first) + "</tr>",
-                 f'<tr class="{verdict_class} ours">' + "".join(second) + "</tr>"]
-    footer = "".join(f"<p>{e(line)}</p>" for line in _footer(table))
-    return (f'<table class="results"><caption>{e(table.title)}</caption><thead>{"".join(head)}</thead>'
-            f'<tbody>{"".join(body)}</tbody></table><div class="caption">{footer}</div>')
+    return str(_results_table(table))

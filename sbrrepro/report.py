@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import base64
-import html
 import json
 import os
 from collections import Counter
@@ -25,11 +24,11 @@ from .collect import Collected, RowResult, Run, built_with, one_per_row, paper_s
 from .costs import estimate
 from .errors import UserError
 from .files import atomic_write
-from .render import to_html, to_markdown
+from .render import HTML, to_markdown
+from .rows import CITED, DERIVED, TRAINED, trained
 from .study import Study
 from .table import Table
 from .verdicts import FAILED, NOT_REPRODUCED, OTHER_SETUP, REPRODUCED, RUNNING, VERDICTS
-from .zoo import MODELS
 from .zoo import _frameworks as eras
 
 LOG_LINES = 12  # of a running or failed job's log, on its page
@@ -118,7 +117,7 @@ def _name(r: RowResult) -> str:
 
 def _baseline(results: list[RowResult]) -> RowResult | None:
     """The row a table's other rows are compared with: an own study's baseline, else its first trained row."""
-    trained = [r for r in results if r.kind == "trained"]
+    trained = [r for r in results if r.kind == TRAINED]
     if not trained:
         return None
     wanted = trained[0].plan.baseline
@@ -138,9 +137,9 @@ def page(study: Study, collected: Collected, paper: str) -> Page:
     names = [n for n, p in collected.plans.items() if p.paper == paper]
     results = [r for n in names if not collected.plans[n].figure for r in collected.by_plan[n]]
     count = Counter(r.verdict for r in results)
-    ran = [r for r in results if r.kind in ("trained", "derived") and r.metrics and r.verdict not in (RUNNING, FAILED)]
+    ran = [r for r in results if r.kind in (TRAINED, DERIVED) and r.metrics and r.verdict not in (RUNNING, FAILED)]
     registered = [(p, rc) for p, rc in study.rows() if rc.plan in names]
-    hours = estimate([(collected.plans[rc.plan].row(rc.row), rc) for _, rc in registered if MODELS[rc.model].trains],
+    hours = estimate([(collected.plans[rc.plan].row(rc.row), rc) for rc in trained(registered)],
                      study.paths, study.scale)
     # every training of the paper's plans, figure plans' included: spent once done, else still to spend
     states = training_states([run for n in names for r in collected.by_plan[n] for run in r.runs])
@@ -167,7 +166,7 @@ def page(study: Study, collected: Collected, paper: str) -> Page:
             continue
         if name in collected.tables:
             tables.append((name, collected.tables[name]))
-        drawn = [(p, rc) for p, rc in registered if rc.plan == name and MODELS[rc.model].trains]
+        drawn = [(plan, rc) for rc in trained(registered) if rc.plan == name]
         try:
             out = study.paths.site / f"{name.replace('/', '-')}-curves"
             png = next(p for p in figures.kind("training_curves").draw(study.paths, one_per_row(drawn), out)
@@ -177,9 +176,9 @@ def page(study: Study, collected: Collected, paper: str) -> Page:
             pass
         base = _baseline(rows)
         for r in rows:
-            if r.kind == "cited":
+            if r.kind == CITED:
                 cited.append((_name(r), r.row.cited))
-            if r.kind != "trained":
+            if r.kind != TRAINED:
                 continue
             setups.append((_name(r), setup(r)))
             if base is not None and r is not base:
@@ -246,59 +245,16 @@ def to_markdown_page(p: Page, relative_to: Path) -> str:
     return "\n".join(out)
 
 
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:100%}
-table.results,table.plain{border-collapse:collapse;font-size:12px;margin:1em 0}
-table.results th,table.results td,table.plain th,table.plain td{border:1px solid #ccc;padding:2px 6px}
-td.num{text-align:right;font-variant-numeric:tabular-nums}th.group{background:#eef}
-caption{font-weight:bold;text-align:left;padding:4px 0}div.caption{font-size:12px;color:#444}
-tr.v-reproduced td.verdict{background:#dfd}tr.v-not-reproduced td.verdict{background:#fdd}
-tr.v-failed td.verdict{background:#fcc}tr.v-running td.verdict{background:#ffd}
-img{max-width:100%;border:1px solid #ddd}pre{background:#f6f6f6;padding:6px;font-size:11px;overflow-x:auto}
-div.scroll{overflow-x:auto}
-"""
-
-
-def _img(png: Path) -> str:
-    data = base64.b64encode(png.read_bytes()).decode()
-    return f'<img alt="{html.escape(png.stem)}" src="data:image/png;base64,{data}">'
-
-
 def to_html_page(p: Page) -> str:
-    e = html.escape
-    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(p.paper)}: reproduction report</title>"
-           f"<style>{_STYLE}</style></head><body><h1>{e(p.paper)}: reproduction report</h1>",
-           '<ul class="summary">' + "".join(f"<li>{e(line)}</li>" for line in _summary_lines(p.summary)) + "</ul>"]
-    out += [f'<section class="table" id="{e(name)}"><div class="scroll">{to_html(table)}</div></section>'
-            for name, table in p.tables]
-    if p.figures:
-        out.append("<h2>Figures</h2>")
-        out += [f'<figure>{_img(png)}<figcaption>{e(caption)}</figcaption></figure>' for caption, png in p.figures]
-    if p.setups:
-        keys = list(p.setups[0][1])
-        out.append("<h2>Setup (ours / the paper's)</h2><div class='scroll'><table class='plain'><tr><th>row</th>"
-                   + "".join(f"<th>{e(k)}</th>" for k in keys) + "</tr>"
-                   + "".join("<tr><td>" + e(name) + "</td>" + "".join(f"<td>{e(s.get(k, ''))}</td>" for k in keys)
-                             + "</tr>" for name, s in p.setups) + "</table></div>")
-    if p.changes:
-        out.append("<h2>Changes against the table's baseline row (MMDetection config keys)</h2>")
-        for name, against, diff in p.changes:
-            items = "".join(f"<li><code>{e(k)}</code>: {e(_value(a))} → {e(_value(b))}</li>" for k, a, b in
-                            diff[:DIFF_KEYS])
-            more = f"<li>… and {len(diff) - DIFF_KEYS} more</li>" if len(diff) > DIFF_KEYS else ""
-            out.append(f"<details><summary>{e(name)} against {e(against)}: {len(diff)} key(s)</summary>"
-                       f"<ul>{items}{more}</ul></details>")
-    if p.unfinished:
-        out.append("<h2>Still running or failed</h2>")
-        out += [f"<p><b>{e(name)}</b>: {e(state)}</p>" + (f"<pre>{e(log)}</pre>" if log else "")
-                for name, state, log in p.unfinished]
-    if p.cited:
-        out.append("<h2>Cited rows (another paper's numbers, not reproduced)</h2><ul>"
-                   + "".join(f"<li>{e(name)}: {e(ref)}</li>" for name, ref in p.cited) + "</ul>")
-    if p.preflight:
-        out.append("<h2>Preflight (a few full-scale training steps per training)</h2><ul>"
-                   + "".join(f"<li>{e(rows)}: {e(line)}</li>" for rows, line in p.preflight) + "</ul>")
-    return "".join(out) + "</body></html>\n"
+    """The page from templates/report.html.j2 (escaped there): here only what it shows, each figure's
+    PNG as base64 and each config change's values as JSON."""
+    changes = [(name, against, len(diff), [(k, _value(a), _value(b)) for k, a, b in diff[:DIFF_KEYS]],
+                len(diff) - DIFF_KEYS) for name, against, diff in p.changes]
+    return HTML.get_template("report.html.j2").render(
+        paper=p.paper, summary=_summary_lines(p.summary), tables=p.tables,
+        figures=[(caption, png.stem, base64.b64encode(png.read_bytes()).decode()) for caption, png in p.figures],
+        setups=p.setups, setup_keys=list(p.setups[0][1]) if p.setups else [], changes=changes,
+        unfinished=p.unfinished, cited=p.cited, preflight=p.preflight)
 
 
 def write_reports(study: Study, collected: Collected) -> list[Path]:

@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from . import jobs
-from .configs import RowConfig
+from .datasets import embedded
 from .errors import UserError
 from .files import atomic_write
 from .layout import RunPaths
 from .reader import INPUT_BYTES, parse_json, read_json
+from .rows import RowConfig
 from .study import Study
 
 STATS = ("mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l", "AR_1", "AR_10", "AR_100", "AR_s", "AR_m", "AR_l")
-WITHHELD = "withheld/instances_test.json"  # under the embedded dataset's root: the test split's ground truth
 
 
 def _iou_type(upload: Path) -> str:
@@ -71,20 +71,24 @@ def import_stats(study: Study, wanted: str, stats_file: Path) -> dict[str, float
     return out
 
 
-def local_server(study: Study, wanted: str, data_root: Path) -> dict[str, list[float]]:
+def local_server(study: Study, wanted: str) -> dict[str, list[float]]:
     """What the evaluation server would return for a row of a smoke study, computed by pycocotools
-    from the withheld annotations of the embedded dataset's test split."""
+    from the withheld annotations of the test split of the study's embedded dataset."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
+
+    from .dataset import SyntheticSpec  # numpy and pycocotools: not for `import-stats`
 
     if study.scale != "smoke":
         raise UserError(str(study.root), "scale", "COCO's test-dev annotations are withheld: upload the row's "
                         "files to COCO's evaluation server; the local stand-in is for smoke studies")
     _, run = _awaiting(study, wanted)
-    if not (data_root / WITHHELD).exists():
-        raise UserError(str(data_root / WITHHELD), None, "missing: the local stand-in scores the embedded "
-                        "dataset's test split, whose annotations it withholds there")
-    truth = COCO(str(data_root / WITHHELD))
+    data = embedded((study.paths.data / SyntheticSpec().folder_name()).resolve())
+    withheld = data.root / str(data.withheld)
+    if not withheld.exists():
+        raise UserError(str(withheld), None, "missing: the local stand-in scores the embedded dataset's test "
+                        "split, whose annotations it withholds there")
+    truth = COCO(str(withheld))
     out: dict[str, list[float]] = {}
     for upload in run.uploads():
         with zipfile.ZipFile(upload) as z:

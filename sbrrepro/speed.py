@@ -21,9 +21,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .configs import RowConfig, build_model
+from .configs import build_model
 from .files import atomic_write
 from .layout import StudyPaths
+from .rows import RowConfig
 from .study import Study
 from .study_files import Number, read
 
@@ -36,6 +37,11 @@ class Speed:
     memory_kind: str  # "cuda max allocated" or "process peak RSS" (the row's own, see peak_rss_GB)
     device: str
     trained: bool
+
+    def line(self) -> str:
+        weights = "trained" if self.trained else "untrained (initial weights)"
+        return (f"{self.images_per_s:7.2f} img/s  peak {self.peak_memory_GB:.2f} GB ({self.memory_kind})  {weights}  "
+                f"on {self.device}")
 
 
 def device_name() -> str:

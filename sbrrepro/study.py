@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from .configs import RowConfig
+from .datasets import built_in
 from .errors import UserError
 from .files import atomic_write
 from .layout import StudyPaths
-from .profiles import built_in
+from .rows import COUNTED, TRAINED, RowConfig
 from .study_files import INT64, KEY, Text, read
 
-SCHEMA_VERSION = 3  # PRAGMA user_version of state.sqlite; raise it when _SCHEMA changes, with a migration
+SCHEMA_VERSION = 4  # PRAGMA user_version of state.sqlite; raise it when _SCHEMA changes, with a migration
 # What brings a store of schema N to N + 1, so that a study keeps its jobs across sbrrepro updates.
 _MIGRATIONS = {
     # each job's submitit folder: before job arrays, always runs/<key>/submitit
@@ -37,7 +37,18 @@ _MIGRATIONS = {
         "INSERT INTO rows (plan, row, plan_path, model, label, config, key, train_config, train_key) "
         "SELECT plan, row, plan_path, model, label, config, key, train_config, train_key FROM rows_v2",
         "DROP TABLE rows_v2"],
+    # a row's kind, decided when its plan is loaded: the rows of models that train nothing are counted
+    3: lambda: ["ALTER TABLE rows ADD COLUMN kind TEXT NOT NULL DEFAULT 'trained'", _counted()],
 }
+
+
+def _counted() -> str:
+    """The rows of the zoo's models that train nothing marked counted, for a store of before kinds (the
+    zoo imported only then)."""
+    from .zoo import MODELS, kind
+
+    names = ", ".join(f"'{name}'" for name in MODELS if kind(name) == COUNTED)
+    return f"UPDATE rows SET kind = 'counted' WHERE model IN ({names})"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     key TEXT PRIMARY KEY,
@@ -59,16 +70,19 @@ CREATE TABLE IF NOT EXISTS rows (
     train_config TEXT NOT NULL,
     train_key TEXT NOT NULL,
     seed INTEGER NOT NULL DEFAULT 0,
+    kind TEXT NOT NULL DEFAULT 'trained',
     PRIMARY KEY (plan, row, seed)
 )
 """
 
 
-ROW_COLUMNS = "plan, row, plan_path, model, label, config, key, train_config, train_key, seed"  # as _SCHEMA orders them
+# as _SCHEMA orders them
+ROW_COLUMNS = "plan, row, plan_path, model, label, config, key, train_config, train_key, seed, kind"
 _PATH = Text(r"[^\x00]{1,4096}", "a path")
-# rows.json: a row as ROW_COLUMNS name its fields (no seed: a study of before seeds, seed 0)
+# rows.json: a row as ROW_COLUMNS name its fields (no seed: a study of before seeds, seed 0; no kind: trained)
 _ROWS = [{"plan": str, "row": INT64, "plan_path": _PATH, "model": str, "label": str, "config": _PATH, "key": KEY,
-          "train_config": _PATH, "train_key": KEY, "seed?": INT64}, ...]
+          "train_config": _PATH, "train_key": KEY, "seed?": INT64, "kind?": (TRAINED, COUNTED)}, ...]
+_DEFAULTS = {"seed": 0, "kind": TRAINED}  # of the columns a rows.json of an older sbrrepro lacks
 
 
 def made(meta: Path) -> dict:
@@ -138,7 +152,8 @@ class Study:
 
     @classmethod
     def open(cls, root: Path, scale: str | None = None, dataset: str | None = None, create: bool = False) -> Study:
-        """Open (or with `create`, make) a study; `scale` and `dataset` must match those it was made with."""
+        """Open a study (with `create`, one that may be new: nothing is written until `make`);
+        `scale` and `dataset` must match those it was made with."""
         root = root.resolve()  # jobs run elsewhere (another cwd, another node): paths are absolute
         meta = StudyPaths(root).meta
         if meta.exists():
@@ -156,10 +171,14 @@ class Study:
             return study
         if not create:
             raise UserError(str(root), None, "no study here; `sbrrepro run PLAN` makes one (or pass --study DIR)")
-        root.mkdir(parents=True, exist_ok=True)
-        study = cls(root, scale or "full", dataset)
-        atomic_write(meta, json.dumps({"scale": study.scale, "dataset": study.dataset, "created": time.time()}))
-        return study
+        return cls(root, scale or "full", dataset)  # made by its first write (`make`)
+
+    def make(self) -> None:
+        """Make the study's folder and study.json where they are new: before its first file is written."""
+        if not self.paths.meta.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.paths.meta, json.dumps({"scale": self.scale, "dataset": self.dataset,
+                                                      "created": time.time()}))
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -176,6 +195,7 @@ class Study:
 
     @contextmanager
     def _connected(self) -> Iterator[sqlite3.Connection]:
+        self.make()
         con = sqlite3.connect(self.paths.state, timeout=30, isolation_level=None)
         try:
             con.execute("PRAGMA journal_mode=WAL")
@@ -201,7 +221,8 @@ class Study:
         try:
             version = con.execute("PRAGMA user_version").fetchone()[0]  # another process may have done it
             while version in _MIGRATIONS:
-                for statement in _MIGRATIONS[version]:
+                steps = _MIGRATIONS[version]
+                for statement in steps() if callable(steps) else steps:
                     con.execute(statement)
                 version += 1
             con.execute(f"PRAGMA user_version = {version}")
@@ -231,14 +252,14 @@ class Study:
                 con.executemany("DELETE FROM rows WHERE plan = ?", {(r.plan,) for r in rows})
                 self._insert_rows(con, [(r.plan, r.row, str(plan_path.resolve()), r.model, r.label,
                                          self._relative(r.path), r.key, self._relative(r.train_path), r.train_key,
-                                         r.seed) for r in rows])
+                                         r.seed, r.kind) for r in rows])
             con.execute("COMMIT")
             every = con.execute(f"SELECT {ROW_COLUMNS} FROM rows ORDER BY plan, row, seed").fetchall()
         atomic_write(self.paths.rows, json.dumps([dict(zip(ROW_COLUMNS.split(", "), r)) for r in every], indent=1))
 
     @staticmethod
     def _insert_rows(con: sqlite3.Connection, rows: list[tuple]) -> None:
-        con.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        con.executemany(f"INSERT OR REPLACE INTO rows ({ROW_COLUMNS}) VALUES ({', '.join('?' * 11)})", rows)
 
     def rebuild(self, rows: list[dict], submissions: list[tuple[str, str, str, str, Path, int, float]]) -> Path:
         """A new store holding `rows` (as `rows.json` has them) and `submissions` (key, config,
@@ -253,8 +274,7 @@ class Study:
                 journal.rename(kept.with_name(kept.name + suffix))
         with self._db() as con:
             con.execute("BEGIN IMMEDIATE")
-            self._insert_rows(con, [tuple(r.get(c, 0) if c == "seed" else r[c] for c in ROW_COLUMNS.split(", "))
-                                    for r in rows])  # a rows.json of before seeds: seed 0
+            self._insert_rows(con, [tuple(r.get(c, _DEFAULTS.get(c)) for c in ROW_COLUMNS.split(", ")) for r in rows])
             con.executemany("INSERT INTO runs (key, config, executor, job_id, folder, attempts, submitted) "
                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
                             [(key, config, kind, job_id, self._relative(folder), attempts, when)
@@ -266,11 +286,13 @@ class Study:
         """(plan file, row config) for every registered row and seed, in plan, row and seed order."""
         with self._db() as con:
             found = con.execute(f"SELECT {ROW_COLUMNS} FROM rows ORDER BY plan, row, seed").fetchall()
-        return [(f[2], RowConfig(f[0], f[1], f[3], f[4], self.root / f[5], f[6], self.root / f[7], f[8], f[9]))
+        return [(f[2], RowConfig(f[0], f[1], f[3], f[4], self.root / f[5], f[6], self.root / f[7], f[8], f[9], f[10]))
                 for f in found]
 
-    def select_rows(self, wanted: list[str]) -> list[tuple[str, RowConfig]]:
-        """The registered rows that `wanted` names (see `select`), with their plan files."""
+    def select_rows(self, wanted: list[str] | None) -> list[tuple[str, RowConfig]]:
+        """The registered rows that `wanted` names (see `select`; none named: every row), with their plan files."""
+        if not wanted:
+            return self.rows()
         plan_files = {rc: p for p, rc in self.rows()}
         return [(plan_files[rc], rc) for rc in select(list(plan_files), wanted, str(self.root))]
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .profiles import built_in
+from . import rows
+from .datasets import built_in
 from .verify import MATCH, UNJUDGED
 
 
@@ -55,14 +56,14 @@ def footnote(key: str, dataset: str) -> tuple[str, str]:
 
 
 # Row states (those of `jobs`, and the rows that run nothing) as far as a verdict is concerned.
-RUNNING_STATES = ("pending", "running", "awaiting server")
+RUNNING_STATES = (rows.PENDING, rows.RUNNING, rows.AWAITING)
 
 
 @dataclass(frozen=True)
 class Judged:
     """What a verdict is made from, for one row (all of its seeds)."""
 
-    kind: str  # "trained", "counted" (numbers counted on the model, no training), "cited" or "derived"
+    kind: str  # one of sbrrepro.rows.KINDS
     states: tuple[str, ...]  # each seed's state (a derived line: those of the rows it is computed from)
     judgement: str  # verify.compare's: MATCH, MISMATCH, MISSING or UNJUDGED
     published: bool  # the plan has published numbers (not a study of your own)
@@ -71,14 +72,14 @@ class Judged:
 
 
 def verdict(j: Judged) -> Verdict:
-    if j.kind == "cited":
+    if j.kind == rows.CITED:
         return CITED
-    if j.kind != "counted":
-        if "failed" in j.states:
+    if j.kind != rows.COUNTED:
+        if rows.FAILED in j.states:
             return FAILED
         if any(s in RUNNING_STATES for s in j.states):
             return RUNNING
-        if any(s != "done" for s in j.states):
+        if any(s != rows.DONE for s in j.states):
             return NOT_RUN
     if not j.published:
         return OWN

@@ -57,18 +57,20 @@ HELD = {"begin": "now+1hour"}
 @pytest.fixture(params=["local", "slurm"])
 def executor(request):
     """Each executor in turn: the shared conformance suite runs against all of them."""
-    from sbrrepro.executors import LocalExecutor, SlurmExecutor, load_profile
+    from sbrrepro.cluster.local import LocalExecutor
+    from sbrrepro.cluster.profile import load_cluster
+    from sbrrepro.cluster.slurm import SlurmExecutor
 
     if request.param == "slurm":
         if not slurm_up():
             pytest.skip("no SLURM cluster answers here")
-        return SlurmExecutor(load_profile(str(REPO / "slurm" / "local-test.yaml")))
-    return LocalExecutor(load_profile(None))
+        return SlurmExecutor(load_cluster(str(REPO / "slurm" / "local-test.yaml")))
+    return LocalExecutor(load_cluster(None))
 
 
 def settle(executor, job_id: str, folder: Path, timeout: float = 120) -> str:
     """Wait until the job has finished, failed or been cancelled; return which."""
-    from sbrrepro.executors import CANCELLED, FAILED, FINISHED
+    from sbrrepro.cluster import CANCELLED, FAILED, FINISHED
 
     deadline = time.time() + timeout
     state = None

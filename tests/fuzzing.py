@@ -442,9 +442,9 @@ def _plan(root: Path, ws: Workspace) -> object:
 
 
 def _dataset_profile(root: Path, ws: Workspace) -> object:
-    from sbrrepro.profiles import load_profile
+    from sbrrepro.datasets import load_dataset
 
-    return load_profile(str(root / "data" / "profile.yaml"))
+    return load_dataset(str(root / "data" / "profile.yaml"))
 
 
 def _annotations(root: Path, ws: Workspace) -> object:
@@ -454,9 +454,9 @@ def _annotations(root: Path, ws: Workspace) -> object:
 
 
 def _cluster_profile(root: Path, ws: Workspace) -> object:
-    from sbrrepro.executors import load_profile
+    from sbrrepro.cluster.profile import load_cluster
 
-    return load_profile(str(root / "cluster" / "profile.yaml"))
+    return load_cluster(str(root / "cluster" / "profile.yaml"))
 
 
 def _import_stats(root: Path, ws: Workspace) -> object:
@@ -556,11 +556,11 @@ TRAIN_RUN = "runs/{train}"
 TARGETS = [
     Target("plan (load_plans)", "plans", PLAN, "yaml", _plans),
     Target("recipe (load_plan)", "plans", "plans/groie/recipe.yaml", "yaml", _plan),
-    Target("dataset profile (profiles.load_profile)", "data", "data/profile.yaml", "yaml", _dataset_profile),
-    Target("profile's annotations (profiles.load_profile)", "data", "data/annotations/train.json", "json",
+    Target("dataset profile (datasets.load_dataset)", "data", "data/profile.yaml", "yaml", _dataset_profile),
+    Target("profile's annotations (datasets.load_dataset)", "data", "data/annotations/train.json", "json",
            _dataset_profile),
     Target("annotations (datacheck.check)", "data", "data/annotations/train.json", "json", _annotations),
-    Target("cluster profile (executors.load_profile)", "cluster", "cluster/profile.yaml", "yaml", _cluster_profile),
+    Target("cluster profile (cluster.load_cluster)", "cluster", "cluster/profile.yaml", "yaml", _cluster_profile),
     Target("server stats (server.import_stats)", "study", "stats.json", "json", _import_stats),
     Target("study.json (Study.open)", "study", f"{STUDY}/study.json", "json", _study_open),
     Target("rows.json (repair)", "study", f"{STUDY}/rows.json", "json", _repair),
@@ -708,13 +708,13 @@ class Workspace:
         and logs, the row's uploads for the server, the study's costs, preflight findings, speeds, parameter
         counts and an array's task keys."""
         from sbrrepro.preflight import Finding
-        from sbrrepro.prepare import prepare
+        from sbrrepro.prepare import Request, prepare
         from sbrrepro.speed import Speed
 
         plan = copy_plan(folder, "scnet/table1", rows=[1])
-        prepared = prepare([str(plan)], folder / STUDY, smoke=False, data_root=str(folder / "coco"), dry_run=True)
-        (row, rc), = prepared.trained
-        self.trained, self.train_key, self.eval_key = prepared.trained, rc.train_key, rc.key
+        prepared = prepare(Request([str(plan)], folder / STUDY, data_root=str(folder / "coco"), dry_run=True))
+        (row, rc), = prepared.chosen
+        self.trained, self.train_key, self.eval_key = prepared.chosen, rc.train_key, rc.key
         paths = prepared.study.paths
         self.cache_inputs = list(json.loads(paths.config_cache.read_text())["entries"])
         run, evaluation = paths.run(rc.train_key), paths.run(rc.key)

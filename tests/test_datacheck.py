@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from sbrrepro import datacheck
+from sbrrepro import coco_file, datacheck
 from sbrrepro.datacheck import Split, Summary, check
 from sbrrepro.dataset import CLASSES, SyntheticSpec, ensure_dataset
 from sbrrepro.errors import UserError
@@ -102,7 +102,7 @@ def test_string_counts_match_pycocotools():
     rng = np.random.default_rng(0)
     for _ in range(20):
         mask = rng.random((int(rng.integers(1, 40)), int(rng.integers(1, 40)))) < rng.random()
-        runs = datacheck._string_counts(_rle(mask, compressed=True)["counts"])
+        runs = coco_file.string_counts(_rle(mask, compressed=True)["counts"])
         assert runs == _rle(mask, compressed=False)["counts"] or runs == [0] + _rle(mask, False)["counts"]
         assert sum(runs) == mask.size
 
@@ -270,7 +270,7 @@ def test_cache_answers_without_opening_images(source, tmp_path, monkeypatch):
         raise AssertionError(f"opened {path}")
 
     monkeypatch.setattr(datacheck, "_header", no_opening)
-    monkeypatch.setattr(datacheck, "_load", no_opening)
+    monkeypatch.setattr(coco_file, "read", no_opening)
     assert check(split, cache=cache) == first
     renamed = Split("training", split.ann, split.images)  # the key is the paths; the summary takes the name
     assert check(renamed, cache=cache).split == "training"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import functools
 import pickle
@@ -15,18 +16,11 @@ import pytest
 from conftest import REPO, TABLE3, settle
 from submitit.slurm.slurm import _make_sbatch_string
 
+from sbrrepro.cluster import CANCELLED, FAILED, FINISHED, RUNNING, make_executor
+from sbrrepro.cluster.local import LocalExecutor
+from sbrrepro.cluster.profile import PROFILE_FIELDS, SLURM_MAX_ARRAY_SIZE, ClusterProfile, load_cluster
+from sbrrepro.cluster.slurm import SlurmExecutor
 from sbrrepro.errors import UserError
-from sbrrepro.executors import (
-    CANCELLED,
-    FAILED,
-    FINISHED,
-    RUNNING,
-    SLURM_MAX_ARRAY_SIZE,
-    LocalExecutor,
-    SlurmExecutor,
-    load_profile,
-    make_executor,
-)
 
 
 def test_a_job_that_returns_finishes(executor, tmp_path):
@@ -133,7 +127,7 @@ def test_one_job_of_those_submitted_together_is_cancelled_alone(executor, tmp_pa
 
 
 def _sbatch(profile_path: Path, **extra) -> list[str]:
-    params = SlurmExecutor(load_profile(str(profile_path))).parameters("sbrrepro-r3_cnn-abc")
+    params = SlurmExecutor(load_cluster(str(profile_path))).parameters("sbrrepro-r3_cnn-abc")
     return _make_sbatch_string(command="python -m x", folder="/tmp/f", **params, **extra).splitlines()
 
 
@@ -180,8 +174,8 @@ def test_array_size_comes_from_the_profile_else_the_cluster(tmp_path, monkeypatc
     _fake_scontrol(tmp_path, monkeypatch, cluster)
     profile = tmp_path / "c.yaml"
     profile.write_text("executor: slurm\n" + fields)
-    assert SlurmExecutor(load_profile(str(profile))).array_size == size
-    assert LocalExecutor(load_profile(str(profile))).array_size == 1  # local: its slots limit trainings
+    assert SlurmExecutor(load_cluster(str(profile))).array_size == size
+    assert LocalExecutor(load_cluster(str(profile))).array_size == 1  # local: its slots limit trainings
 
 
 def test_an_array_asks_sbatch_for_its_parallelism_limit(tmp_path):
@@ -195,7 +189,7 @@ def test_an_array_asks_sbatch_for_its_parallelism_limit(tmp_path):
 def test_a_dependent_job_waits_for_success_and_is_cancelled_if_it_never_comes(tmp_path):
     profile = tmp_path / "c.yaml"
     profile.write_text("executor: slurm\nsbatch: {mem: 1000}\n")
-    params = SlurmExecutor(load_profile(str(profile))).parameters("eval", after=("12_3", tmp_path))
+    params = SlurmExecutor(load_cluster(str(profile))).parameters("eval", after=("12_3", tmp_path))
     lines = _make_sbatch_string(command="python -m x", folder="/tmp/f", **params).splitlines()
     expected = {"#SBATCH --dependency=afterok:12_3", "#SBATCH --kill-on-invalid-dep=yes", "#SBATCH --mem=1000"}
     assert expected <= set(lines)
@@ -214,7 +208,7 @@ def test_unsafe_or_wrong_profiles_are_refused(tmp_path, cli, text, field, proble
     profile = tmp_path / "bad.yaml"
     profile.write_text(text)
     with pytest.raises(UserError, match=problem):
-        load_profile(str(profile))
+        load_cluster(str(profile))
     result = cli("run", str(TABLE3), "--smoke", "--dry-run", "--cluster", str(profile),
                  "--study", str(tmp_path / "s"))
     assert result.returncode == 2 and f"field '{field}'" in result.stderr and "Traceback" not in result.stderr
@@ -222,12 +216,19 @@ def test_unsafe_or_wrong_profiles_are_refused(tmp_path, cli, text, field, proble
 
 
 def test_default_profile_is_this_machine():
-    assert make_executor(load_profile(None)).kind == "local"
+    assert make_executor(load_cluster(None)).kind == "local"
+
+
+def test_the_profile_has_a_field_per_schema_field_with_its_default_and_pickles():
+    assert [f.name for f in dataclasses.fields(ClusterProfile)] == ["name", *PROFILE_FIELDS]
+    assert ClusterProfile() == load_cluster(None)
+    paper = load_cluster(str(REPO / "slurm" / "paper.yaml"))
+    assert pickle.loads(pickle.dumps(paper)) == paper and paper.name == "paper" and paper.nodes == 2
 
 
 def test_a_local_job_waiting_for_a_training_slot_has_not_imported_torch(tmp_path):
     """A whole paper queues dozens of jobs on one machine: those that wait must stay small processes."""
-    waiting = ("import sys, threading, time; from pathlib import Path; from sbrrepro.executors import Queued; "
+    waiting = ("import sys, threading, time; from pathlib import Path; from sbrrepro.cluster.local import Queued; "
                f"threading.Thread(target=Queued(print, Path({str(tmp_path)!r}), 1, 2), daemon=True).start(); "
                "time.sleep(3); print('torch' in sys.modules)")
     with open(tmp_path / "slot0.lock", "w") as held:  # the machine's only slot is taken
@@ -239,7 +240,7 @@ def test_a_local_job_waiting_for_a_training_slot_has_not_imported_torch(tmp_path
 def test_a_local_job_keeps_none_of_the_submitters_output(tmp_path):
     """`sbrrepro run | tee log` (or a captured `run`) must end when `run` does: the job's controller
     keeps none of the submitting process's standard streams, while the job goes on."""
-    submitter = ("import functools, time; from pathlib import Path; from sbrrepro.executors import LocalExecutor; "
+    submitter = ("import functools, time; from pathlib import Path; from sbrrepro.cluster.local import LocalExecutor; "
                  "print(LocalExecutor().submit(functools.partial(time.sleep, 60), "
                  f"Path({str(tmp_path)!r}), 'sleeper'))")
     start = time.time()

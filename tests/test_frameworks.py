@@ -16,7 +16,8 @@ from steps import PLANS, plan_files
 from sbrrepro import jobs
 from sbrrepro.cli import main
 from sbrrepro.collect import paper_settings, plan_results, table_of
-from sbrrepro.configs import build_config, full_scale, keyed_config, write_configs
+from sbrrepro.config_files import write_configs
+from sbrrepro.configs import build_config, full_scale, keyed_config
 from sbrrepro.params import Counts
 from sbrrepro.plan import load_plan
 from sbrrepro.report import setup

@@ -153,10 +153,10 @@ COMMANDS: list[tuple[str, str, Callable[[Path], list[str]], int]] = [
     # (id, reader whose file is mutated, the command, cases)
     ("run-plan", "plan (load_plans)", _run_plan, 8),
     ("run-recipe", "recipe (load_plan)", _run_plan, 4),
-    ("run-cluster", "cluster profile (executors.load_profile)",
+    ("run-cluster", "cluster profile (cluster.load_cluster)",
      lambda f: ["run", str(REPO / PLAN), "--cluster", str(f / "cluster" / "profile.yaml"), "--dry-run", "--smoke",
                 "--study", str(f / "s")], 6),
-    ("check-data-profile", "dataset profile (profiles.load_profile)",
+    ("check-data-profile", "dataset profile (datasets.load_dataset)",
      lambda f: ["check-data", str(f / "data" / "profile.yaml"), "--study", str(f / "s")], 6),
     ("check-data-annotations", "annotations (datacheck.check)",
      lambda f: ["check-data", str(f / "data" / "profile.yaml"), "--study", str(f / "s")], 6),

@@ -15,7 +15,8 @@ from pathlib import Path
 from steps import PLANS, plan_files
 
 from sbrrepro.config_cache import ConfigCache
-from sbrrepro.configs import full_scale, keyed_config, smoke_scale, write_configs
+from sbrrepro.config_files import write_configs
+from sbrrepro.configs import full_scale, keyed_config, smoke_scale
 from sbrrepro.dataset import SyntheticSpec
 from sbrrepro.layout import StudyPaths
 from sbrrepro.plan import load_plan

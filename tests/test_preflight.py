@@ -20,7 +20,7 @@ from sbrrepro.cli import main
 from sbrrepro.costs import COCO_TRAIN_IMAGES, plan_costs
 from sbrrepro.layout import StudyPaths
 from sbrrepro.preflight import Finding
-from sbrrepro.prepare import prepare
+from sbrrepro.prepare import Request, prepare
 
 GROIE_T2 = str(PLANS / "groie" / "table2.yaml")
 
@@ -70,8 +70,8 @@ def _gpu(key: str, size: list[int], s_per_iter: float = 0.5, **changes) -> Findi
 
 
 def test_the_cost_of_a_training_comes_from_a_gpu_preflight_at_its_image_size(tmp_path):
-    prepared = prepare([GROIE_T2], tmp_path / "S", False, dry_run=True)
-    rows = prepared.trained
+    prepared = prepare(Request([GROIE_T2], tmp_path / "S", dry_run=True))
+    rows = prepared.chosen
     (row, rc), orc = rows[3], rows[0][1]
     paths = prepared.study.paths
     paths.preflight.write_text(json.dumps({rc.train_key: asdict(_gpu(rc.train_key, [1333, 800])),
@@ -89,8 +89,8 @@ def test_the_cost_of_a_training_comes_from_a_gpu_preflight_at_its_image_size(tmp
     # another image size: named, not used
     assert "not at 1333x800" in costs[orc.train_key].basis and costs[orc.train_key].basis.startswith("paper's")
     # a crashed preflight is refused by run (any scale: here the smoke key of a row), one line, exit 2
-    smoke = prepare([GROIE_T2], tmp_path / "smoke", True, dry_run=True)
-    key = smoke.trained[3][1].train_key
+    smoke = prepare(Request([GROIE_T2], tmp_path / "smoke", smoke=True, dry_run=True))
+    key = smoke.chosen[3][1].train_key
     crashed = replace(_gpu(key, [1333, 800]), error="OutOfMemoryError: CUDA out of memory", fits=False)
     smoke.study.paths.preflight.write_text(json.dumps({key: asdict(crashed)}))
     out = run_cli("run", GROIE_T2, "--smoke", "--study", str(tmp_path / "smoke"))

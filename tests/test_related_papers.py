@@ -11,7 +11,8 @@ import pytest
 from conftest import REPO
 from steps import copy_plan
 
-from sbrrepro.configs import build_config, full_scale, smoke_scale, write_configs
+from sbrrepro.config_files import write_configs
+from sbrrepro.configs import build_config, full_scale, smoke_scale
 from sbrrepro.dataset import SyntheticSpec, ensure_dataset
 from sbrrepro.layout import RunPaths, StudyPaths
 from sbrrepro.plan import load_plan
@@ -25,7 +26,8 @@ def _trained(job, tmp_path) -> dict:
     visualizer per process: a second runner in a process would log into the first one's folder)."""
     from conftest import settle
 
-    from sbrrepro.executors import FINISHED, LocalExecutor
+    from sbrrepro.cluster import FINISHED
+    from sbrrepro.cluster.local import LocalExecutor
 
     executor, folder = LocalExecutor(), tmp_path / "submitit"
     job_id = executor.submit(job, folder, "related")
@@ -92,7 +94,7 @@ def test_an_ap_per_epoch_figure_from_a_two_epoch_run(tmp_path):
     _trained(TrainingJob(str(rc.path), str(paths.run(rc.train_key).root)), tmp_path)
     assert sorted(epoch_metrics(paths.run(rc.train_key))) == [1, 2]
     out = paths.figure("groie/fig2")
-    written = ap_curves.draw(paths, [(str(plan_path), rc)], out)
+    written = ap_curves.draw(paths, [(load_plan(plan_path), rc)], out)
     assert written == [out.with_suffix(".png"), out.with_suffix(".pdf")] and written[0].stat().st_size > 1000
 
 

@@ -12,9 +12,13 @@ import pytest
 from conftest import HELD, TABLE3, interrupt, settle, slurm_profile, slurm_up
 
 from sbrrepro import jobs
-from sbrrepro.configs import smoke_scale, write_configs
+from sbrrepro.cluster import FINISHED
+from sbrrepro.cluster.local import LocalExecutor
+from sbrrepro.cluster.profile import load_cluster
+from sbrrepro.cluster.slurm import SlurmExecutor
+from sbrrepro.config_files import write_configs
+from sbrrepro.configs import smoke_scale
 from sbrrepro.dataset import SyntheticSpec, ensure_dataset
-from sbrrepro.executors import FINISHED, LocalExecutor, SlurmExecutor, load_profile
 from sbrrepro.layout import RunPaths, StudyPaths
 from sbrrepro.plan import load_plan
 from sbrrepro.study import SCHEMA_VERSION, Study
@@ -81,7 +85,7 @@ def _forget_submissions(study: Study) -> None:
 @pytest.mark.skipif(not slurm_up(), reason="no SLURM cluster answers here")
 def test_an_array_left_unrecorded_by_a_killed_run_is_adopted_task_by_task(tiny_configs, tmp_path):
     """Two trainings as one array, held by a start time an hour away (nothing trains)."""
-    executor = SlurmExecutor(load_profile(str(slurm_profile(tmp_path, sbatch={"mem": 1000, **HELD}))))
+    executor = SlurmExecutor(load_cluster(str(slurm_profile(tmp_path, sbatch={"mem": 1000, **HELD}))))
     study = Study.open(tmp_path / "study", "smoke", create=True)
     rows = tiny_configs(1)
     keys = [r.key for r in rows]
@@ -182,7 +186,7 @@ def test_what_runs_on_a_compute_node_imports_no_planning_code():
     import subprocess
     import sys
 
-    code = ("import sys, sbrrepro.training, sbrrepro.executors, sbrrepro.models; "
+    code = ("import sys, sbrrepro.training, sbrrepro.cluster.local, sbrrepro.models; "
             "print(' '.join(m for m in sys.modules if m.startswith('sbrrepro')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     loaded = set(out.split())

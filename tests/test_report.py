@@ -16,7 +16,8 @@ import pytest
 
 from sbrrepro import jobs
 from sbrrepro.collect import plan_results, table_of
-from sbrrepro.configs import full_scale, write_configs
+from sbrrepro.config_files import write_configs
+from sbrrepro.configs import full_scale
 from sbrrepro.metrics import from_coco
 from sbrrepro.params import Counts
 from sbrrepro.plan import load_plan
@@ -353,8 +354,8 @@ def test_the_report_page_of_crafted_results_with_a_real_failed_job(crafted, cli)
     the setups, the config changes against the baseline row and the cited row."""
     from conftest import settle
 
-    from sbrrepro.executors import FAILED as JOB_FAILED
-    from sbrrepro.executors import LocalExecutor
+    from sbrrepro.cluster import FAILED as JOB_FAILED
+    from sbrrepro.cluster.local import LocalExecutor
 
     _, study, _ = crafted
     (rc,) = [rc for _, rc in study.rows() if rc.row == 3]
@@ -492,7 +493,7 @@ def test_a_figures_caption_names_the_population_it_draws(with_figure, tmp_path, 
     for text in (to_html_page(p), to_markdown_page(p, study.paths.site)):
         assert f"crafted fig2: {proposals}" in text and "positive training RoIs" not in text
 
-    iou_histograms.draw(study.paths, [(str(tmp_path / "fig2.yaml"), rc)], tmp_path / "positives", "positives")
+    iou_histograms.draw(study.paths, [(load_plan(tmp_path / "fig2.yaml"), rc)], tmp_path / "positives", "positives")
     assert drawn[-1].get_suptitle() == "IoU distribution of the positive training RoIs"
     assert drawn[-1].axes[0].get_xlim() == (0.5, 1.0)
 

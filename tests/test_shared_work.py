@@ -51,7 +51,8 @@ def test_an_evaluation_only_row_evaluates_the_shared_checkpoint(tmp_path):
 def test_sharing_saves_what_the_shared_trainings_would_cost_again(tmp_path):
     """Tables 3 and 4 together: the Mask R-CNN (twice) and the 3-loop R^3-CNN (once in Table 3,
     five times in Table 4) are trained once each."""
-    from sbrrepro.configs import full_scale, write_configs
+    from sbrrepro.config_files import write_configs
+    from sbrrepro.configs import full_scale
     from sbrrepro.costs import paper_estimate, summarize
     from sbrrepro.layout import StudyPaths
     from sbrrepro.plan import load_plan

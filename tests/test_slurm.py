@@ -18,9 +18,12 @@ from steps import copy_plan
 from submitit.core.utils import JobPaths, pickle_load
 
 from sbrrepro import jobs
-from sbrrepro.configs import smoke_scale, write_configs
+from sbrrepro.cluster import CANCELLED, FINISHED
+from sbrrepro.cluster.profile import load_cluster
+from sbrrepro.cluster.slurm import SlurmExecutor
+from sbrrepro.config_files import write_configs
+from sbrrepro.configs import smoke_scale
 from sbrrepro.dataset import SyntheticSpec, ensure_dataset
-from sbrrepro.executors import CANCELLED, FINISHED, SlurmExecutor, load_profile
 from sbrrepro.layout import RunPaths, StudyPaths
 from sbrrepro.plan import load_plan
 from sbrrepro.results import final_metrics, load_histograms
@@ -45,7 +48,7 @@ def test_two_node_cpu_training_ends_with_metrics(tmp_path):
     profile = tmp_path / "two-nodes.yaml"
     profile.write_text("executor: slurm\nnodes: 2\ntasks_per_node: 1\ncpus_per_task: 1\npartition: debug\n"
                        "time_min: 20\nsbatch: {mem: 1500}\n")
-    executor = SlurmExecutor(load_profile(str(profile)))
+    executor = SlurmExecutor(load_cluster(str(profile)))
     run, folder = RunPaths(tmp_path / "run"), tmp_path / "submitit"
     job_id = executor.submit(TrainingJob(str(config.path), str(run.root)), folder, "two-nodes")
 
@@ -74,13 +77,13 @@ def test_states_without_accounting_come_from_squeue_and_the_job_folder(tmp_path,
     (shim / "sacct").write_text("#!/bin/sh\necho 'accounting storage is disabled' >&2\nexit 1\n")
     (shim / "sacct").chmod(0o755)
     monkeypatch.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")
-    executor = SlurmExecutor(load_profile(str(REPO / "slurm" / "local-test.yaml")))
+    executor = SlurmExecutor(load_cluster(str(REPO / "slurm" / "local-test.yaml")))
     ok = executor.submit(functools.partial(time.sleep, 3), tmp_path / "ok", "ok")
     assert executor.state(ok, tmp_path / "ok") in ("pending", "running")
     assert settle(executor, ok, tmp_path / "ok") == FINISHED
     bad = executor.submit(functools.partial(int, "x"), tmp_path / "bad", "bad")
     assert settle(executor, bad, tmp_path / "bad") == "failed"
-    held = SlurmExecutor(load_profile(str(slurm_profile(tmp_path, array_parallelism=1, sbatch=HELD))))
+    held = SlurmExecutor(load_cluster(str(slurm_profile(tmp_path, array_parallelism=1, sbatch=HELD))))
     tasks = held.submit_array([functools.partial(time.sleep, 1)] * 2, tmp_path / "held", "held")
     try:  # the tasks of an array that waits as a whole, each by its own id
         assert held.states([(t, tmp_path / "held") for t in tasks]) == {t: "pending" for t in tasks}
@@ -130,7 +133,7 @@ def test_a_killed_and_restarted_run_submits_each_job_once(tmp_path):
 def test_an_array_with_a_parallelism_limit(tmp_path):
     """Three short jobs as one array, one at a time: one sbatch, tasks one after the other, each with
     its result."""
-    executor = SlurmExecutor(load_profile(str(slurm_profile(tmp_path, array_parallelism=1))))
+    executor = SlurmExecutor(load_cluster(str(slurm_profile(tmp_path, array_parallelism=1))))
     folder = tmp_path / "array"
     ids = executor.submit_array([functools.partial(time.sleep, 2)] * 3, folder, "array")
     array = ids[0].split("_")[0]
@@ -152,7 +155,7 @@ def _held_study(tmp_path) -> tuple[SlurmExecutor, Study, list]:
     study = Study.open(tmp_path / "study", "smoke", create=True)
     rows = write_configs(plan, smoke_scale(tmp_path / "data"), study.paths)
     study.register((TABLE3, rows))
-    return SlurmExecutor(load_profile(str(profile))), study, rows
+    return SlurmExecutor(load_cluster(str(profile))), study, rows
 
 
 def test_trainings_split_into_arrays_of_the_maximum_size_and_a_task_is_cancelled_and_retried_alone(tmp_path):

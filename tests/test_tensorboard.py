@@ -10,7 +10,8 @@ from conftest import REPO
 from steps import PLANS
 
 from sbrrepro import configs
-from sbrrepro.configs import full_scale, keyed_config, write_configs
+from sbrrepro.config_files import write_configs
+from sbrrepro.configs import full_scale, keyed_config
 from sbrrepro.layout import StudyPaths
 from sbrrepro.plan import load_plan
 from sbrrepro.zoo import MODELS

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from sbrrepro.configs import RowConfig
 from sbrrepro.errors import UserError
 from sbrrepro.figures import training_curves
 from sbrrepro.layout import StudyPaths
 from sbrrepro.results import epoch_losses
+from sbrrepro.rows import RowConfig
 
 
 def _write_log(paths: StudyPaths, key: str, stamp: str, lines: list[dict]) -> None:

@@ -16,7 +16,7 @@ from sbrrepro import weights
 from sbrrepro.configs import full_scale, keyed_config
 from sbrrepro.errors import UserError
 from sbrrepro.plan import load_plan
-from sbrrepro.prepare import prepare
+from sbrrepro.prepare import Request, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE2 = REPO / "plans" / "sbr-cnn" / "table2.yaml"
@@ -108,11 +108,10 @@ def test_the_written_configs_load_the_staged_files_with_their_keys_unchanged(tmp
     study = tmp_path / "study"
 
     def run(**kwargs):
-        prepared = prepare([str(TABLE2)], study, smoke=False, data_root=str(tmp_path / "coco"), dry_run=True,
-                           **kwargs)
-        keys = {str(rc.row): [rc.key, rc.train_key] for _, _, rc in prepared.rows}
+        prepared = prepare(Request([str(TABLE2)], study, data_root=str(tmp_path / "coco"), dry_run=True, **kwargs))
+        keys = {str(rc.row): [rc.key, rc.train_key] for _, rc in prepared.rows}
         assert keys == GOLDEN
-        return prepared, prepared.rows[0][2].path.read_text()
+        return prepared, prepared.rows[0][1].path.read_text()
 
     local = study.resolve() / "weights" / "resnet50-0676ba61.pth"
     dry, text = run()
@@ -135,7 +134,7 @@ def test_the_written_configs_load_the_staged_files_with_their_keys_unchanged(tmp
 
 def test_run_offline_without_the_weights_is_exit_2_and_writes_nothing(tmp_path, capsys):
     """The data is good (a dataset profile at full scale), the weights cannot be fetched: one line, no study."""
-    from test_profiles import make_dataset
+    from test_datasets import make_dataset
 
     from sbrrepro.cli import main
 
@@ -150,9 +149,9 @@ def test_run_offline_without_the_weights_is_exit_2_and_writes_nothing(tmp_path, 
 
 
 def test_smoke_runs_stage_nothing(tmp_path):
-    prepared = prepare([str(TABLE2)], tmp_path / "study", smoke=True, dry_run=True)
+    prepared = prepare(Request([str(TABLE2)], tmp_path / "study", smoke=True, dry_run=True))
     assert prepared.weights == {}
-    assert all("://" not in rc.path.read_text() for _, _, rc in prepared.rows), "nothing to load, nothing to fetch"
+    assert all("://" not in rc.path.read_text() for _, rc in prepared.rows), "nothing to load, nothing to fetch"
 
 
 def _hash(content: bytes) -> str:

@@ -2,9 +2,9 @@
 of that kind. `collect` draws every figure plan of a study; `plot-iou` and `plot-anchors` draw one
 kind with options. A new kind of figure is one module here with
 
-    def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path, **options) -> list[Path]
+    def draw(paths: StudyPaths, rows: list[tuple[Plan, RowConfig]], out: Path, **options) -> list[Path]
 
-(paths: the study's files; rows: the (plan file, row config) pairs to draw; out: the output path
+(paths: the study's files; rows: the (plan, row config) pairs to draw; out: the output path
 without its suffix), which raises UserError when what it needs is not there yet. A kind whose
 options change what the figure shows also has
 
@@ -62,3 +62,21 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def study_rows(study: Any, wanted: list[str] | None, of_kind: str | None = None) -> list[tuple[Any, Any]]:
+    """The (plan, row config) pairs a figure of a study draws, a row of several seeds by its first: the
+    trained rows `wanted` names, else those of the study's figure plans of `of_kind` (None: every one)."""
+    from ..collect import one_per_row
+    from ..errors import UserError
+    from ..plan import load_plan
+    from ..rows import TRAINED
+
+    registered = [(p, rc) for p, rc in study.select_rows(wanted) if rc.kind == TRAINED]
+    plans = {p: load_plan(p) for p in dict.fromkeys(p for p, _ in registered)}
+    found = one_per_row([(plans[p], rc) for p, rc in registered
+                         if wanted or of_kind is None or plans[p].figure == of_kind])
+    if not found and of_kind is not None:
+        raise UserError(str(study.root), None, f"no {of_kind} figure plan in this study (e.g. `sbrrepro run "
+                        "plans/sbr-cnn/fig3.yaml`); or name the rows with --rows")
+    return found

@@ -23,21 +23,23 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from ..configs import RowConfig
-from ..dataset import SyntheticSpec, ensure_dataset
+from ..dataset import ensure_dataset
+from ..datasets import DatasetProfile, coco, embedded
 from ..errors import UserError
 from ..files import atomic_write
 from ..layout import StudyPaths
-from ..plan import load_plan
-from ..profiles import Profile
 from ..reader import ANNOTATION_BYTES, read_json
+from ..rows import RowConfig
 from ..zoo import MODELS
 from . import pyplot, save
+
+if TYPE_CHECKING:
+    from ..plan import Plan
 
 DEFAULT_THRESHOLDS: list[float] = [round(0.05 * i, 2) for i in range(1, 20)]  # 0.05 ... 0.95
 _CHUNK = 65536  # boxes per vectorised step: a few tens of MB of temporaries
@@ -170,8 +172,8 @@ def percent_without_anchor(ious: npt.ArrayLike, thresholds: Sequence[float]) -> 
     return [100.0 * float(n) / values.size for n in below]
 
 
-def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path, data_root: str | None = None,
-         progress: bool = False, profile: Profile | None = None) -> list[Path]:
+def draw(paths: StudyPaths, rows: list[tuple[Plan, RowConfig]], out: Path, data_root: str | None = None,
+         progress: bool = False, profile: DatasetProfile | None = None) -> list[Path]:
     """Per row (an anchor generator), the percentage of ground-truth boxes with no anchor reaching
     each IoU threshold, on a dataset profile's training split, else on COCO's under `data_root`
     (default: $SBRREPRO_COCO; the boxes the RPN trains on) or, without either, on the embedded
@@ -180,17 +182,16 @@ def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path, data_r
     if profile is not None:
         dataset = profile.name
     elif data_root:
-        dataset = "COCO"
+        profile, dataset = coco(Path(data_root)), "COCO"
     else:
-        data_root, dataset = str(ensure_dataset(paths.data)), f"embedded ({SyntheticSpec().folder_name()})"
+        profile = embedded(ensure_dataset(paths.data))
+        dataset = f"embedded ({profile.root.name})"
     curves: dict[str, dict[str, Any]] = {}
-    for plan_path, rc in rows:
-        row = load_plan(plan_path).row(rc.row)
-        split = row.recipe["train_split"] if dataset == "COCO" else "train"
-        ann = (profile.root / profile.splits["train"].ann if profile is not None else
-               Path(data_root) / "annotations" / f"instances_{split}.json")
+    for plan, rc in rows:
+        row = plan.row(rc.row)
+        ann = profile.root / profile.files("train", row.recipe["train_split"])[0]
         if not ann.exists():
-            raise UserError(str(data_root), None, f"{ann} is missing: expected a COCO folder (--data-root)")
+            raise UserError(str(profile.root), None, f"{ann} is missing: expected a COCO folder (--data-root)")
         generator = MODELS[rc.model].build(row.options)["anchor_generator"]
         ious = max_anchor_ious(ann, generator, tuple(row.recipe["image_scale"]), progress=progress)
         curves[f"{dataset}: {rc.label}"] = {"boxes": int(ious.size), "thresholds": DEFAULT_THRESHOLDS,
@@ -210,3 +211,23 @@ def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path, data_r
     figures = save(fig, out)
     atomic_write(out.with_suffix(".json"), json.dumps(curves, indent=1))
     return [*figures, out.with_suffix(".json")]
+
+
+def plot(plan_file: str, study: Path, out: Path | None, data_root: str | None, dataset: str | None,
+         progress: bool = False) -> tuple[dict[str, Any], list[Path]]:
+    """Fig. 1 as `plot-anchors` draws it: a figure plan's rows (their configs written into `study`,
+    at the paper's scale) on a dataset profile's data (`dataset`: its YAML file), else as `draw`
+    chooses; returns the numbers and the files written (out: default STUDY/figures/<plan>)."""
+    from ..config_files import write_configs
+    from ..configs import full_scale
+    from ..datasets import load_dataset
+    from ..plan import load_plan
+
+    plan = load_plan(plan_file)
+    if plan.figure != "anchor_coverage":
+        raise UserError(str(plan.path), "figure", "not an anchor_coverage figure plan (see plans/sbr-cnn/fig1.yaml)")
+    paths = StudyPaths(study.resolve())
+    rows = [(plan, rc) for rc in write_configs(plan, full_scale(Path("coco")), paths)]
+    written = draw(paths, rows, out or paths.figure(plan.name), data_root=data_root, progress=progress,
+                   profile=load_dataset(dataset) if dataset else None)
+    return read_json(written[-1]), written

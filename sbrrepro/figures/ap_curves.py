@@ -6,31 +6,32 @@ the paper's last epoch. The figure plan's first metric is the AP drawn (bbox_AP 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..configs import RowConfig
 from ..errors import UserError
 from ..layout import StudyPaths
 from ..metrics import COCO_KEYS, LABELS
-from ..plan import load_plan
 from ..results import epoch_metrics
+from ..rows import RowConfig
 from ..verify import number
 from . import pyplot, save
 
+if TYPE_CHECKING:
+    from ..plan import Plan
 
-def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path) -> list[Path]:
+
+def draw(paths: StudyPaths, rows: list[tuple[Plan, RowConfig]], out: Path) -> list[Path]:
     """Write out.png and out.pdf; return both paths."""
     if not rows:
         raise UserError(str(paths.root), "rows", "no row to draw")
-    plans = {p: load_plan(p) for p, _ in rows}
-    for path, plan in plans.items():
+    for plan in {plan.name: plan for plan, _ in rows}.values():
         if not plan.metrics or plan.metrics[0] not in COCO_KEYS:
-            raise UserError(path, "metrics", "an AP-per-epoch figure draws its plan's first metric: a COCO AP "
-                            "such as bbox_AP or segm_AP")
+            raise UserError(str(plan.path), "metrics", "an AP-per-epoch figure draws its plan's first metric: a "
+                            "COCO AP such as bbox_AP or segm_AP")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     drawn = 0
-    for plan_path, rc in rows:
-        plan = plans[plan_path]
+    for plan, rc in rows:
         metric = plan.metrics[0]
         per_epoch = epoch_metrics(paths.run(rc.train_key))
         epochs = sorted(e for e, m in per_epoch.items() if COCO_KEYS[metric] in m)
@@ -49,7 +50,7 @@ def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path) -> lis
                         "(see `sbrrepro status`)")
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"{LABELS[metric]} (%)")
-    ax.set_title(f"{plans[rows[0][0]].title} (stars: the paper's final numbers)", fontsize=9)
+    ax.set_title(f"{rows[0][0].title} (stars: the paper's final numbers)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..configs import RowConfig
 from ..errors import UserError
 from ..layout import StudyPaths
-from ..plan import load_plan
 from ..results import load_histograms
+from ..rows import RowConfig
 from ..zoo import MODELS
 from . import pyplot, save
+
+if TYPE_CHECKING:
+    from ..plan import Plan
 
 
 @dataclass(frozen=True)
@@ -37,23 +40,23 @@ def caption(population: str = POPULATION) -> str:
     return f"IoU distribution of the {POPULATIONS[population]}"
 
 
-def panels(paths: StudyPaths, rows: list[tuple[str, RowConfig]], population: str) -> list[Panel]:
+def panels(paths: StudyPaths, rows: list[tuple[Plan, RowConfig]], population: str) -> list[Panel]:
     out = []
-    for i, (plan_path, rc) in enumerate(rows):
+    for i, (plan, rc) in enumerate(rows):
         run = paths.run(rc.train_key)
         loaded = load_histograms(run, population)  # recorded by the training
         if loaded is None:
             raise UserError(str(run.root), None, f"no IoU histograms yet for {rc.plan} row {rc.row}; they are "
                             "written at each epoch's end of its training (see `sbrrepro status`)")
         edges, series = loaded
-        options = load_plan(plan_path).row(rc.row).options
+        options = plan.row(rc.row).options
         labels = MODELS[rc.model].iou_series(options)
         title = f"({chr(ord('a') + i)}) {MODELS[rc.model].title} ({rc.plan} row {rc.row})"
         out.append(Panel(title, edges, {labels.get(k, k): v for k, v in sorted(series.items())}))
     return out
 
 
-def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path, population: str = POPULATION) -> list[Path]:
+def draw(paths: StudyPaths, rows: list[tuple[Plan, RowConfig]], out: Path, population: str = POPULATION) -> list[Path]:
     """Write out.png and out.pdf; return both paths."""
     if not rows:
         raise UserError(str(paths.root), "rows", "no row to draw")

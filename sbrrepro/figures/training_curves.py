@@ -8,18 +8,22 @@ Rows that share a training are drawn once; rows that recorded nothing yet are le
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..configs import RowConfig
 from ..errors import UserError
 from ..layout import StudyPaths
 from ..results import epoch_losses, epoch_metrics
+from ..rows import RowConfig
 from . import pyplot, save
+
+if TYPE_CHECKING:
+    from ..plan import Plan
 
 # CocoMetric's key, its legend label, line style, marker and marker face ("none": open)
 AP_KEYS = (("coco/bbox_mAP", "bbox AP", "-", "o", None), ("coco/segm_mAP", "mask AP", "--", "s", "none"))
 
 
-def draw(paths: StudyPaths, rows: list[tuple[str, RowConfig]], out: Path) -> list[Path]:
+def draw(paths: StudyPaths, rows: list[tuple[Plan, RowConfig]], out: Path) -> list[Path]:
     """Write out.png and out.pdf; return both paths."""
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator

@@ -21,6 +21,7 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import UserError
+from ..rows import COUNTED, TRAINED
 from ..schema import Field
 
 # Re-exported: what the GPU-hour estimates rest on; MMDetection's shipped configs as dicts, which a
@@ -107,6 +108,12 @@ def _discover() -> dict[str, Model]:
 
 
 MODELS: dict[str, Model] = _discover()
+
+
+def kind(name: str) -> str:
+    """What a plan row of model `name` is (see sbrrepro.rows): trained, or counted where it has nothing
+    to train or evaluate."""
+    return TRAINED if MODELS[name].trains else COUNTED
 BACKBONES: tuple[str, ...] = tuple(dict.fromkeys(b for m in MODELS.values() for b in m.backbones))
 
 

@@ -35,6 +35,21 @@ def walk(node: Any, fn) -> None:
             walk(v, fn)
 
 
+def config_node(cfg: Any, dotted: str) -> tuple[Any, str | int] | None:
+    """The dict or list holding a dotted key of a config, and the last part; None where the key does
+    not exist (list items by index: `model.roi_head.bbox_head.0.num_classes`)."""
+    node, found = cfg, None
+    for part in dotted.split("."):
+        if isinstance(node, dict) and part in node:
+            found = (node, part)
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            found = (node, int(part))
+        else:
+            return None
+        node = found[0][found[1]]
+    return found
+
+
 def stock(path: str) -> dict:
     """A config shipped with MMDetection (e.g. 'mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'), as a dict
     of its own."""

@@ -120,7 +120,7 @@ def test_config_round_trip_and_unknown_plugins():
     from mmdet.registry import MODELS
     from mmengine.config import Config
 
-    from sbrrepro.configs import config_text
+    from sbrrepro.config_files import config_text
 
     cfg = dict(type="GRoIE", roi_layer=dict(type="RoIAlign", output_size=7, sampling_ratio=2), out_channels=16,
                featmap_strides=STRIDES, pre_cfg=_modules("conv7x3-3x7", 16), post_cfg=[])

@@ -1,6 +1,7 @@
-"""A dataset of the user's: a COCO-format dataset made from real photos (matplotlib's sample images),
-with classes that are not COCO's (non-contiguous ids), polygon and RLE masks, described by a
-dataset profile; the smoke models train and evaluate on it, the configs take its classes, and a
+"""Dataset profiles. The built-in ones (COCO, the embedded set) name their files as the configs and the
+generator use them. A dataset of the user's: a COCO-format dataset made from real photos (matplotlib's
+sample images), with classes that are not COCO's (non-contiguous ids), polygon and RLE masks, described
+by a dataset profile; the smoke models train and evaluate on it, the configs take its classes, and a
 profile that points at nothing is one clear error."""
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import yaml
 from conftest import TABLE3
 from steps import copy_plan
 
-from sbrrepro.configs import build_config, full_scale, on_profile
+from sbrrepro.configs import build_config, full_scale, on_profile, smoke_scale
+from sbrrepro.datasets import coco, embedded, load_dataset
+from sbrrepro.errors import UserError
 from sbrrepro.plan import load_plan
-from sbrrepro.profiles import load_profile
 
 CLASSES = {7: "portrait", 12: "tile"}  # ids and names of the user's own, not COCO's
 
@@ -83,8 +85,55 @@ def make_dataset(root: Path, train: int = 6, val: int = 3) -> Path:
     return profile
 
 
+def test_coco_names_its_files_after_the_recipes_splits(tmp_path):
+    data = coco(tmp_path)
+    assert data.files("train", "train2017") == ("annotations/instances_train2017.json", "train2017/")
+    assert data.files("val") == ("annotations/instances_val2017.json", "val2017/")  # the recipes' default
+    assert data.files("test", "test-dev2017") == ("annotations/image_info_test-dev2017.json", "test2017/")
+    assert data.semantic_maps("train", "train2017") == "stuffthingmaps/train2017/"
+    scale = full_scale(tmp_path)
+    assert (scale.data_id, scale.classes, scale.profile) == ("coco", None, None)
+    assert scale.files("val", "test-dev2017") == data.files("test", "test-dev2017")  # the server's split
+
+
+def test_the_embedded_set_has_one_split_per_role_and_withholds_its_tests(tmp_path):
+    data = embedded(tmp_path / "shapes-v2-x")
+    assert data.files("train", "train2017") == ("annotations/instances_train.json", "train/")
+    assert data.files("test", "test-dev2017") == ("annotations/image_info_test.json", "test/")
+    assert data.semantic_maps("val") == "stuffthingmaps/val/" and data.withheld == "withheld/instances_test.json"
+    scale = smoke_scale(tmp_path / "shapes-v2-x")
+    assert scale.data_id == "shapes-v2-x" and scale.profile is None and scale.dataset == data
+    assert scale.files("val", "test-dev2017") == data.files("test")
+
+
+def test_a_users_profile_keeps_its_identity_and_paths(tmp_path):
+    """The identity enters every key: the same layout and classes, the same digest as ever."""
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "train.json").write_text(json.dumps(
+        {"images": [], "annotations": [], "categories": [{"id": 9, "name": "b"}, {"id": 2, "name": "a"}]}))
+    profile = tmp_path / "p.yaml"
+    profile.write_text("name: mine\ntrain: {ann: annotations/train.json, images: images}\n"
+                       "val: {ann: annotations/train.json, images: images}\n")
+    assert load_dataset(str(profile)).identity == "mine-0edbd13f"
+    profile.write_text("name: mine\ntrain: {ann: annotations/train.json, images: images}\n"
+                       "val: {ann: annotations/val.json, images: images/}\ntest: {ann: annotations/test.json, "
+                       "images: test}\nsemantic: {train: maps/train, classes: 5}\n")
+    data = load_dataset(str(profile))
+    assert data.identity == "mine-fe7b5ce4" and data.classes == ("a", "b") and data.semantic_classes == 5
+    assert data.files("train", "train2017") == ("annotations/train.json", "images/")
+    assert data.files("test", "test-dev2017") == ("annotations/test.json", "test/")
+    assert data.semantic_maps("train", "train2017") == "maps/train/"
+    with pytest.raises(UserError, match="semantic maps"):
+        data.semantic_maps("val", "val2017")
+    profile.write_text("name: mine\ntrain: {ann: annotations/train.json, images: 'images/{split}'}\n"
+                       "val: {ann: annotations/train.json, images: images}\n")
+    assert load_dataset(str(profile)).files("train", "train2017")[1] == "images/{split}/"  # taken as written
+    with pytest.raises(UserError, match="evaluates on the test split"):
+        load_dataset(str(profile)).files("test", "test-dev2017")
+
+
 def test_the_configs_take_the_profiles_classes_and_files(tmp_path):
-    profile = load_profile(str(make_dataset(tmp_path / "data")))
+    profile = load_dataset(str(make_dataset(tmp_path / "data")))
     assert profile.classes == ("portrait", "tile") and profile.identity.startswith("mydata-")
     cfg = build_config(load_plan(TABLE3).row(1), on_profile(full_scale(tmp_path / "coco"), profile))
     train = cfg["train_dataloader"]["dataset"]
