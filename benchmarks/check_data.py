@@ -1,6 +1,6 @@
 """Benchmark: how long `sbrrepro.datacheck.check` takes on a 5,000-image COCO split, first and cached.
 
-    .venv/bin/python benchmarks/check_data.py [--images 5000] [--workers N] [--keep DIR]
+    .venv/bin/python -m benchmarks.check_data [--images 5000] [--workers N] [--keep DIR]
 
 Generates (once per run, in a temporary folder unless --keep names one that already holds it) a
 synthetic COCO instance-segmentation split of 128x128 PNGs holding a few filled shapes each, every

@@ -1,7 +1,7 @@
 """Benchmark: how long `sbrrepro run PLANS --dry-run` takes for every plan of every paper, as a
 user types it (a fresh process each time: interpreter start and imports included).
 
-    .venv/bin/python benchmarks/dry_run.py [--rounds 5]
+    .venv/bin/python -m benchmarks.dry_run [--rounds 5]
 
 Prints, for a fresh study and for a re-run on that study (which the study's config cache serves),
 the rows, the median seconds over the rounds, the seconds per row and the goal (3 s and 1 s).

@@ -1,7 +1,7 @@
 """Benchmark: every reader of structured input fuzzed without pytest, with the generators and the forked
-harness of tests/test_fuzz.py (tests/fuzzing.py), drawn by a seeded random.Random instead of Hypothesis.
+harness of tests/system/test_fuzz.py (tests/fuzzing.py), drawn by a seeded random.Random instead of Hypothesis.
 
-    .venv/bin/python benchmarks/fuzz.py --cases 20000 [--seed 0] [--jobs 2]
+    .venv/bin/python -m benchmarks.fuzz --cases 20000 [--seed 0] [--jobs 2]
 
 The cases go to the readers in turn. Prints per reader the cases tried, clean results, one-line errors,
 tracebacks, hangs (over 5 s), over memory (1 GiB), crashes, multi-line errors and failed calls that wrote,
@@ -12,25 +12,12 @@ folder, /dev/zero, a sparse 2 GiB file, none).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import random
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _fuzzing() -> ModuleType:
-    """tests/fuzzing.py, loaded from its file: tests/ is not a package, and sys.path stays as it is."""
-    spec = importlib.util.spec_from_file_location("fuzzing", REPO / "tests" / "fuzzing.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fuzzing"] = module  # dataclasses look their classes' module up there
-    spec.loader.exec_module(module)
-    return module
+from tests import fuzzing
 
 
 def main() -> None:
@@ -40,7 +27,6 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2, help="children at once (the cases are drawn in order either way)")
     p.add_argument("--failures", type=int, default=3, help="kinds of failure shown per reader")
     args = p.parse_args()
-    fuzzing = _fuzzing()
     targets = fuzzing.TARGETS
     with fuzzing.workspace() as ws:
         valid = {t.name: ws.valid(t) for t in targets}

@@ -2,7 +2,7 @@
 training step (after one not timed) and one prediction in this process, from its written config with
 random initial weights, on the embedded dataset at 320x320 (no COCO, no GPU, no internet needed).
 
-    .venv/bin/python benchmarks/preflight.py [--size 320x320] [--only MODEL ...] [--one-per-model]
+    .venv/bin/python -m benchmarks.preflight [--size 320x320] [--only MODEL ...] [--one-per-model]
 
 Prints per training its model, seconds per iteration, peak memory (the process's RSS on a CPU) and
 the GPU-hour estimate before (the dry run's basis) and after: the CPU step time relative to Mask

@@ -6,7 +6,7 @@ same speed (3.4 against 3.3 images/s). Both models come from the Table 2 plan wi
 ResNet-18 (the same for both, so the ratios measure the heads). Rounds alternate between the two
 models so that a noisy machine slows both alike; medians are reported.
 
-    .venv/bin/python benchmarks/r3_vs_htc.py [--rounds 5] [--images 320]
+    .venv/bin/python -m benchmarks.r3_vs_htc [--rounds 5] [--images 320]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Reliability: kill `sbrrepro run` and its trainings at random moments, feed it malformed input, and
 count what was lost.
 
-    .venv/bin/python benchmarks/reliability.py [--kills 8] [--cluster slurm/local-test.yaml]
+    .venv/bin/python -m benchmarks.reliability [--kills 8] [--cluster slurm/local-test.yaml]
 
 A small plan (SBR-CNN Table 3 rows 1 and 3, smoke scale, 3 epochs) is run into a fresh study while
 `sbrrepro run` is SIGKILLed, alternately at a random moment and as soon as a submission of its
@@ -33,14 +33,8 @@ from pathlib import Path
 from sbrrepro import jobs
 from sbrrepro.layout import StudyPaths
 from sbrrepro.study import Study
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from steps import copy_plan  # noqa: E402  (the tests' copy of a plan, beside its recipe)
-
-
-def cli(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sbrrepro", *args], capture_output=True, text=True, **kw)
+from tests.helpers import copy_plan
+from tests.helpers import run_cli as cli
 
 
 def status(study: Path) -> list[dict]:

@@ -1,6 +1,6 @@
 """Benchmark: what sharing trainings saves when every SBR-CNN plan runs in one study at full scale.
 
-    .venv/bin/python benchmarks/shared_work.py
+    .venv/bin/python -m benchmarks.shared_work
 
 Prints table rows, unique trainings, evaluation-only jobs and the estimated GPU-hours, against one
 training per row. Writes configs into a temporary folder only; needs no COCO and submits nothing.

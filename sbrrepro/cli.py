@@ -40,7 +40,7 @@ def _request(args: argparse.Namespace, **given: Any) -> Any:
 
     asked = {f: getattr(args, f) for f in ("smoke", "epochs", "data_root", "dry_run", "dataset", "seeds", "framework")
              if getattr(args, f, None) is not None}
-    return Request(_plans(args.plans), Path(args.study), rows=args.rows or (), **{**asked, **given})
+    return Request(_plans(args.plans), Path(args.study), rows=getattr(args, "rows", None) or (), **{**asked, **given})
 
 
 def cmd_run(args: argparse.Namespace) -> int:

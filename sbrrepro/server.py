@@ -63,7 +63,7 @@ def import_stats(study: Study, wanted: str, stats_file: Path) -> dict[str, float
         if values is None:
             raise UserError(where, iou, f"missing: {rc.plan} row {rc.row} uploaded {', '.join(wanted_types)}")
         if (not isinstance(values, list) or len(values) != len(STATS)
-                or not all(isinstance(v, (int, float)) and (v == -1 or 0 <= v <= 1) for v in values)):
+                or not all(type(v) in (int, float) and (v == -1 or 0 <= v <= 1) for v in values)):  # no bool
             raise UserError(where, iou, f"expected COCOeval's {len(STATS)} numbers ({', '.join(STATS)}) as "
                             f"fractions in [0, 1] (or -1), got {values!r}")
         out |= {f"coco/{iou}_{name}": float(v) for name, v in zip(STATS, values)}

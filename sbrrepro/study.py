@@ -234,6 +234,7 @@ class Study:
     @contextmanager
     def submitting(self) -> Iterator[None]:
         """Exclusive right to submit: two `sbrrepro run` on one study never both submit."""
+        self.make()
         with open(self.paths.submit_lock, "w") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

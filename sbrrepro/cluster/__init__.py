@@ -14,11 +14,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..rows import CANCELLED, FAILED, PENDING, RUNNING  # noqa: F401  (the states callers import from here)
+
 if TYPE_CHECKING:
     from .profile import ClusterProfile
 
-# Job states as sbrrepro reports them. CANCELLED: stopped by `cancel`, to be submitted again by `run`.
-PENDING, RUNNING, FINISHED, FAILED, CANCELLED = "pending", "running", "finished", "failed", "cancelled"
+# A job's states: a row's (see sbrrepro.rows), and FINISHED, which the row's files turn into DONE.
+FINISHED = "finished"
 
 Job = tuple[str, Path]  # a submitted job: its id and its submitit folder
 

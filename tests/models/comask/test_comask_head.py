@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("mmdet")
 
-from steps import CLASSES, IMAGE, build, dead_layers, forward_tensor, predict, shipped_model, train_step  # noqa: E402
+from tests.helpers import CLASSES, IMAGE, build, dead_layers, forward_tensor, predict, shipped_model, train_step  # noqa: E402
 
 WIDTH, FC = 64, 128  # GN(32) needs a multiple of 32
 
@@ -57,6 +57,7 @@ ZERO_AT_INIT = (".offset_fc.0", ".offset_fc.2", ".pool.norm")
                          [(True, "drp", "code"), (False, "drp", "code"), (True, "roialign", "per_pixel"),
                           (False, "roialign", "per_pixel")],
                          ids=["comask", "wo-cl", "comask-roialign-per-pixel", "wo-cl-roialign-per-pixel"])
+@pytest.mark.training
 def test_detector(collaborative, roi_pool, iou_loss):
     cfg = model_cfg(roi_pool=roi_pool, collaborative=collaborative, iou_loss=iou_loss)
     model = build(cfg)

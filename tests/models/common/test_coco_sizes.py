@@ -17,6 +17,7 @@ from pycocotools import mask as mask_utils
 
 import sbrrepro.models  # noqa: F401  (registers the plugins)
 from sbrrepro.models.common import TwoConventionCocoMetric
+from tests.helpers import write_coco
 
 SIZE = 200
 
@@ -37,14 +38,8 @@ def _ell(x: int, y: int, side: int, thick: int) -> np.ndarray:
 @pytest.fixture
 def crafted(tmp_path):
     gts = [(10, 10, 20), (60, 10, 50)]  # x, y, side: small (400 px), medium (2,500 px)
-    ann = {"images": [{"id": 1, "width": SIZE, "height": SIZE, "file_name": "a.png"}],
-           "categories": [{"id": 1, "name": "thing"}],
-           "annotations": [{"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": float(s * s),
-                            "bbox": [x, y, s, s],
-                            "segmentation": [[x, y, x + s, y, x + s, y + s, x, y + s]]}
-                           for i, (x, y, s) in enumerate(gts)]}
-    path = tmp_path / "instances.json"
-    path.write_text(json.dumps(ann))
+    path = write_coco(tmp_path / "instances.json", [{"id": 1, "width": SIZE, "height": SIZE, "file_name": "a.png"}],
+                      [(1, [x, y, s, s], 0) for x, y, s in gts])
     ell = _ell(120, 120, 60, 4)
     assert ell.sum() < 32 ** 2 < 60 * 60 < 96 ** 2  # its mask is small, its box medium
     masks = [_square(*g) for g in gts] + [ell]
@@ -96,10 +91,9 @@ def test_server_uploads_untouched(crafted, tmp_path):
 def test_each_paper_is_evaluated_by_its_convention_outside_the_key(tmp_path, monkeypatch, plan, row, by):
     """The papers' MMDetection (1.x forks, SBR-CNN's 2.8) sized by box area; MS-Subnet's is unknown: 3.3's.
     The evaluator is set after the key is computed: the key is that of the config with CocoMetric."""
-    from steps import PLANS
-
     from sbrrepro import configs
     from sbrrepro.plan import load_plan
+    from tests.helpers import PLANS
 
     found = next(r for r in load_plan(PLANS / f"{plan}.yaml").model_rows if r.number == row)
     scale = configs.full_scale(tmp_path / "coco")
@@ -111,10 +105,9 @@ def test_each_paper_is_evaluated_by_its_convention_outside_the_key(tmp_path, mon
 
 
 def test_server_rows_write_their_uploads_with_cocometric(tmp_path):
-    from steps import PLANS
-
     from sbrrepro import configs
     from sbrrepro.plan import load_plan
+    from tests.helpers import PLANS
 
     found = next(r for r in load_plan(PLANS / "scnet/table1.yaml").model_rows if r.number == 9)
     cfg = configs.build_config(found, configs.full_scale(tmp_path / "coco"))

@@ -1,6 +1,7 @@
 """HTC with its test-time mask the mean of every stage's (sbrrepro/models/common/htc_mean_mask.py), with
 its semantic branch fused into the RoI features (semantic_fusion.py), on a small detector built from
-MMDetection's shipped HTC config. (Without the semantic branch, as SBR-CNN's baselines: tests/test_baselines.py.)"""
+MMDetection's shipped HTC config. (Without the semantic branch, as SBR-CNN's baselines:
+tests/plans/test_baselines.py.)"""
 
 from __future__ import annotations
 
@@ -9,11 +10,21 @@ import torch
 
 pytest.importorskip("mmdet")
 
-from steps import IMAGE, build, dead_layers, forward_tensor, merged_test_mask, predict, shipped_model, train_step  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    IMAGE,
+    build,
+    dead_layers,
+    forward_tensor,
+    merged_test_mask,
+    predict,
+    shipped_model,
+    train_step,
+)
 
 ROIS = torch.tensor([[0, 8.0, 8.0, 60.0, 70.0], [0, 30.0, 20.0, 120.0, 90.0]])
 
 
+@pytest.mark.training
 def test_htc_with_semantic():
     """Full HTC (interleaved, mask information flow, semantic branch) trains with MMDetection's loss and
     predicts with HTCMeanMaskRoIHead's mean of the three stages' masks (each with the semantic features,

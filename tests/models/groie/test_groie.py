@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from steps import build, generated, predict, train_step
 
 from sbrrepro.params import trainable
+from tests.helpers import build, generated, predict, train_step
 
 pytest.importorskip("mmcv._ext")
 
@@ -131,6 +131,7 @@ def test_config_round_trip_and_unknown_plugins():
         extractor(post=[dict(type="NoSuchPlugin", in_channels=16)], channels=16)
 
 
+@pytest.mark.training
 def test_faster_rcnn_with_groie_trains_on_cpu(smoke):
     """Table 10's model as generated: Faster R-CNN whose bbox extractor is GRoIE (pre conv 7x7, post
     non-local 7x7)."""
@@ -148,15 +149,15 @@ def test_faster_rcnn_with_groie_trains_on_cpu(smoke):
     predict(cfg, model)
 
 
+@pytest.mark.training
 def test_r3_cnn_with_groie_on_both_extractors(smoke):
     """SBR-CNN's placement: GRoIE as the bbox (7x7) and mask (14x14) extractors of R3RoIHead (a
     CascadeRoIHead), here with 2 loops; a training step and a prediction on the CPU."""
     import dataclasses
 
-    from conftest import TABLE3
-
     from sbrrepro.configs import build_config
     from sbrrepro.plan import load_plan
+    from tests.helpers import TABLE3
 
     row = load_plan(TABLE3).rows[2]  # 2 loops, one head pair
     row = dataclasses.replace(row, options={**row.options, "groie": True, "groie_pre": "conv7x7",
@@ -191,10 +192,9 @@ def test_concat_reduces_the_levels_back_to_the_heads_width(tmp_path):
     module; an image without RoIs gets the reduced width too."""
     import dataclasses
 
-    from conftest import TABLE3
-
     from sbrrepro.configs import build_config, full_scale
     from sbrrepro.plan import load_plan
+    from tests.helpers import TABLE3
 
     row = load_plan(TABLE3).rows[0]  # Mask R-CNN
     row = dataclasses.replace(row, options={**row.options, "groie": True, "groie_aggregation": "concat",

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from steps import build, fpn_features, generated, predict, train_step
+
+from tests.helpers import build, fpn_features, generated, predict, train_step
 
 pytest.importorskip("mmcv._ext")
 
@@ -54,6 +55,7 @@ def test_random_level_pools_each_roi_from_its_drawn_level():
     assert m(feats, ROIS[:0]).shape == (0, 8, 7, 7)
 
 
+@pytest.mark.training
 def test_mask_rcnn_with_random_levels_trains_on_cpu(smoke):
     cfg = generated("sbr-cnn/table3", 1, smoke)
     roi_head = cfg["model"]["roi_head"]

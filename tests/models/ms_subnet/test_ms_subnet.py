@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from steps import build, fpn_features, generated, predict, train_step
 
 from sbrrepro.params import trainable
+from tests.helpers import build, fpn_features, generated, predict, train_step
 
 pytest.importorskip("mmcv._ext")
 
@@ -112,6 +112,7 @@ def test_subnet_fits_the_shipped_mask_rcnn():
         assert ours(feats, ROIS).shape == MODELS.build(stock)(feats, ROIS).shape == (len(ROIS), 256, 14, 14)
 
 
+@pytest.mark.training
 def test_mask_rcnn_with_the_subnet_trains_on_cpu(smoke):
     cfg = generated("sbr-cnn/table3", 1, smoke)
     roi_head = cfg["model"]["roi_head"]

@@ -8,12 +8,11 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from conftest import TABLE3
-from steps import build, data, predict
 
 from sbrrepro.configs import build_config, build_model, full_scale
 from sbrrepro.params import trainable
 from sbrrepro.plan import load_plan
+from tests.helpers import TABLE3, build, data, predict
 
 pytest.importorskip("mmcv._ext")
 
@@ -24,6 +23,7 @@ def plan():
     return load_plan(TABLE3)
 
 
+@pytest.mark.training
 def test_full_scale_trainable_parameters_match_sbr_cnn_table2(plan, tmp_path):
     """SBR-CNN Table 2: Mask R-CNN 44,170K, naive R^3-CNN 43,912K; loops add no weights (Table 3)."""
     scale = full_scale(tmp_path)
@@ -33,6 +33,7 @@ def test_full_scale_trainable_parameters_match_sbr_cnn_table2(plan, tmp_path):
 
 
 @pytest.mark.parametrize("loops", [1, 3])
+@pytest.mark.training
 def test_r3_cnn_trains_and_predicts_on_cpu(plan, smoke, loops):
     from sbrrepro.models.common import iou_recorder
 

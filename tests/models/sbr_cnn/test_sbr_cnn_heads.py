@@ -13,7 +13,8 @@ import importlib
 import numpy as np
 import pytest
 import torch
-from conftest import TABLE3
+
+from tests.helpers import TABLE3
 
 pytest.importorskip("mmcv._ext")
 
@@ -225,6 +226,7 @@ def _inputs(width: int, num_classes: int):
 
 
 @pytest.mark.parametrize("mask_iou", MASK_IOU_CONFIGS)
+@pytest.mark.training
 def test_r3_head_with_mask_iou_trains_and_scores_masks(tmp_path, mask_iou):
     from mmdet.structures.bbox import bbox2roi
 

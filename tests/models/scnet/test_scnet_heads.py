@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 pytest.importorskip("mmdet")
 
-from steps import (  # noqa: E402
+from tests.helpers import (  # noqa: E402
     IMAGE,
     build,
     data,
@@ -87,6 +87,7 @@ def stage_losses(losses: dict, num_stages: int) -> set[str]:
     (True, True, "SCNetRoIHead"), (True, True, "SCNetSwitchRoIHead"), (False, True, "SCNetSwitchRoIHead"),
     (True, False, "SCNetSwitchRoIHead"), (False, False, "SCNetSwitchRoIHead")],
     ids=["stock", "fr-gc", "gc", "fr", "neither"])
+@pytest.mark.training
 def test_scnet(feat_relay, glbctx, head):
     cfg = scnet(feat_relay, glbctx, head)
     model = build(cfg)
@@ -100,6 +101,7 @@ def test_scnet(feat_relay, glbctx, head):
     tensor_mode(cfg, model)
 
 
+@pytest.mark.training
 def test_stock_scnet_without_feature_relay_fails_at_test():
     """Why SCNetSwitchRoIHead exists: MMDetection 3.3's SCNetRoIHead trains without a feature relay
     head but calls it unconditionally in predict_mask."""
@@ -110,6 +112,7 @@ def test_stock_scnet_without_feature_relay_fails_at_test():
         predict(cfg, model)
 
 
+@pytest.mark.training
 def test_switch_head_matches_stock_scnet_at_test():
     """With both components the switch head predicts exactly what the stock head does."""
     cfg = scnet(head="SCNetRoIHead")
@@ -156,6 +159,7 @@ VARIANTS = {
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS), ids=list(VARIANTS))
+@pytest.mark.training
 def test_semantic_cascade(variant):
     kw = VARIANTS[variant]
     n = kw.get("num_stages", 3)
