@@ -108,7 +108,19 @@ def train_and_evaluate(config: str, run: RunPaths) -> dict[str, Any]:
                "finished": time.time()}
     if _rank() == 0:
         atomic_write(run.done, json.dumps(summary, indent=1))
+    _leave_process_group()
     return summary
+
+
+def _leave_process_group() -> None:
+    """Every rank waits for the others, then leaves torch.distributed's group: a gloo group still alive
+    when the interpreter exits can abort a rank ("terminate called without an active exception"), and
+    SLURM then cancels the job's other tasks, failing a job whose every rank had finished."""
+    import torch.distributed as td
+
+    if td.is_available() and td.is_initialized():
+        td.barrier()
+        td.destroy_process_group()
 
 
 class EvalJob(submitit.helpers.Checkpointable):
@@ -133,6 +145,7 @@ class EvalJob(submitit.helpers.Checkpointable):
             if cfg.test_evaluator.get("format_only"):
                 _zip_for_server(run, cfg.test_evaluator.metric)
             atomic_write(run.done, json.dumps(summary, indent=1))
+        _leave_process_group()
         return summary
 
 
