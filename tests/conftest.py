@@ -28,8 +28,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     tier = config.getoption("--tier")
     if tier == "all":
         return
-    keep = [i for i in items if any(i.get_closest_marker(m) for m in NOT_FAST) == (tier == "rest")]
-    config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+    keep, drop = [], []
+    for item in items:
+        (keep if any(item.get_closest_marker(m) for m in NOT_FAST) == (tier == "rest") else drop).append(item)
+    config.hook.pytest_deselected(items=drop)
     items[:] = keep
 
 

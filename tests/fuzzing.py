@@ -38,7 +38,7 @@ from typing import Any, Protocol, TypeVar
 import yaml
 
 from sbrrepro.errors import UserError
-from tests.helpers import copy_plan
+from tests.helpers import copy_plan, write_scalars
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 5.0  # a reader that takes longer on a file of a few KB hangs
@@ -720,12 +720,10 @@ class Workspace:
         _write_json(run.histograms, {p: {"bin_edges": edges, "epochs": {"1": {"stage0": [5, 4, 3, 2, 1]},
                                                                        "2": {"stage0": [4, 4, 3, 3, 1]}}}
                                      for p in ("positives", "proposals")})
-        log = run.root / "20240101_000000" / "vis_data" / "scalars.json"
-        log.parent.mkdir(parents=True)
-        log.write_text("".join(json.dumps(line) + "\n" for line in [
+        write_scalars(run, stamp="20240101_000000", lines=[
             {"lr": 0.02, "loss": 1.9, "memory": 9000, "epoch": 1, "iter": 50, "step": 50},
             {"lr": 0.02, "loss": 1.2, "memory": 9100, "epoch": epochs, "iter": 100, "step": 100},
-            {**metrics, "step": epochs}]))
+            {**metrics, "step": epochs}])
         _write_json(paths.costs, {rc.train_key: 120.5})
         finding = Finding(rc.train_key, [self.row], "NVIDIA A100", "cuda", list(row.recipe["image_scale"]), 2, 10,
                           "coco", "pretrained", s_per_iter=0.5, s_per_iter_without_recorder=None, images_per_s=9.5,

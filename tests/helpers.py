@@ -452,16 +452,23 @@ def crafted_study(tmp_path: Path, *, title: str = "Crafted results", cited: str 
     return plan, study, written
 
 
+def write_scalars(run, lines: list[dict | str], stamp: str = "20260101_000000", tail: str = "") -> Path:
+    """MMEngine's log of one start of `run` (a RunPaths), <stamp>/vis_data/scalars.json: a JSON line per
+    dict (a str as it is), then `tail` (e.g. a last line cut short by a kill)."""
+    path = run.root / stamp / "vis_data" / "scalars.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines) + tail)
+    return path
+
+
 def finish_run(study, key: str, bbox: float, segm: float, lr_scaled: bool = False, epochs: int = 12, *,
                started: float | None = None, device: str = "Tesla V100") -> None:
     """What a finished training leaves (MMEngine's scalars, the job's provenance, done.json), one hour
     long: from `started` (default: an hour ago)."""
     started = time.time() - 3600 if started is None else started
     run = study.paths.run(key)
-    log = run.root / "20260101_000000" / "vis_data" / "scalars.json"
-    log.parent.mkdir(parents=True)
-    log.write_text(json.dumps({"loss": 1.0, "epoch": epochs, "iter": 1, "step": 1}) + "\n" +
-                   json.dumps({"coco/bbox_mAP": bbox, "coco/segm_mAP": segm, "step": epochs}) + "\n")
+    write_scalars(run, [{"loss": 1.0, "epoch": epochs, "iter": 1, "step": 1},
+                        {"coco/bbox_mAP": bbox, "coco/segm_mAP": segm, "step": epochs}])
     run.provenance.write_text(json.dumps({
         "lr_scaled": lr_scaled, "started": started, "processes": 8, "gpus": 8, "device": device,
         "batch": 32 if lr_scaled else 16, "lr_effective": 0.04 if lr_scaled else 0.02, "seed": 0,

@@ -23,7 +23,7 @@ from sbrrepro.report import setup
 from sbrrepro.study import Study
 from sbrrepro.zoo import MODELS
 from sbrrepro.zoo._frameworks import ALL, MARKER
-from tests.helpers import PLANS, REPO, plan_files
+from tests.helpers import PLANS, REPO, plan_files, write_scalars
 
 
 def written(path: str | Path) -> dict:
@@ -163,10 +163,7 @@ def test_a_row_built_with_another_frameworks_settings_is_footnoted_and_the_setup
     for rc, bbox in zip(configs, (0.365, 0.375, 0.391)):
         cfg = written(rc.path)
         run = study.paths.run(rc.key)
-        log = run.root / "20260101_000000" / "vis_data" / "scalars.json"
-        log.parent.mkdir(parents=True)
-        log.write_text(json.dumps({"loss": 1.0, "epoch": 12, "iter": 1, "step": 1}) + "\n" +
-                       json.dumps({"coco/bbox_mAP": bbox, "step": 12}) + "\n")
+        write_scalars(run, [{"loss": 1.0, "epoch": 12, "iter": 1, "step": 1}, {"coco/bbox_mAP": bbox, "step": 12}])
         # row 2 as `run --framework mmdet-3.3` trains it: none of 1.x's settings
         marker = None if rc.row == 2 else cfg.get(MARKER)
         run.provenance.write_text(json.dumps({

@@ -4,11 +4,9 @@ before keep working, and a copied study keeps its files), and the module stays l
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 from sbrrepro.layout import RunPaths, StudyPaths, sizes_key
+from tests.helpers import imported_by
 
 STUDY_FILES = {"meta": "study.json", "state": "state.sqlite", "rows": "rows.json", "submit_lock": ".submit.lock",
                "configs": "configs", "config_cache": "configs/.cache.json", "arrays": "arrays", "data": "data",
@@ -58,8 +56,6 @@ def test_a_run_knows_its_final_checkpoint_once_done_and_its_logs_oldest_first(tm
 
 
 def test_layout_imports_only_what_a_compute_node_has():
-    code = "import sys, sbrrepro.layout; print(' '.join(sorted(m for m in sys.modules if m.startswith('sbrrepro'))))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).parent).stdout
-    assert set(out.split()) <= {"sbrrepro", "sbrrepro.layout", "sbrrepro.study_files", "sbrrepro.reader",
+    out = imported_by("sbrrepro.layout", ("sbrrepro",))
+    assert set(out) <= {"sbrrepro", "sbrrepro.layout", "sbrrepro.study_files", "sbrrepro.reader",
                                 "sbrrepro.errors", "sbrrepro.vocabulary"}, out

@@ -3,9 +3,8 @@ rows that `status` and the wait loop print."""
 
 from __future__ import annotations
 
-import json
-
 from sbrrepro import jobs
+from tests.helpers import write_scalars
 
 
 def test_progress_names_the_epoch_each_running_training_reached(tmp_path):
@@ -13,9 +12,7 @@ def test_progress_names_the_epoch_each_running_training_reached(tmp_path):
     from sbrrepro.progress import epoch, summary
 
     run = RunPaths(tmp_path / "run")
-    log = run.root / "20260101_000000" / "vis_data" / "scalars.json"
-    log.parent.mkdir(parents=True)
-    log.write_text("".join(json.dumps({"loss": 2.0, "epoch": e, "iter": 1, "step": e}) + "\n" for e in (1, 2, 3)))
+    write_scalars(run, [{"loss": 2.0, "epoch": e, "iter": 1, "step": e} for e in (1, 2, 3)])
     config = tmp_path / "row.py"
     config.write_text("train_cfg = {'type': 'EpochBasedTrainLoop', 'max_epochs': 12, 'val_interval': 1}\n")
     assert epoch(run, config) == "epoch 3/12"
@@ -52,9 +49,7 @@ def test_no_epoch_is_named_before_the_log_or_for_an_iteration_schedule(tmp_path)
     assert epoch(run, config) is None  # neither its config nor its log yet
     config.write_text("train_cfg = {'type': 'EpochBasedTrainLoop', 'max_epochs': 12, 'val_interval': 1}\n")
     assert epoch(run, config) is None  # no epoch logged yet
-    log = run.root / "20260101_000000" / "vis_data" / "scalars.json"
-    log.parent.mkdir(parents=True)
-    log.write_text(json.dumps({"loss": 2.0, "epoch": 1, "iter": 1, "step": 1}) + "\n")
+    write_scalars(run, [{"loss": 2.0, "epoch": 1, "iter": 1, "step": 1}])
     assert epoch(run, config) == "epoch 1/12"
     config.write_text("train_cfg = {'type': 'IterBasedTrainLoop', 'max_iters': 4000, 'val_interval': 4000}\n")
     assert epoch(run, config) is None

@@ -19,12 +19,11 @@ from sbrrepro.results import (
     recorded_coco,
     training_footprint,
 )
+from tests.helpers import write_scalars
 
 
 def _log(run: RunPaths, stamp: str, lines: list, tail: str = "") -> None:
-    path = run.root / stamp / "vis_data" / "scalars.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines) + tail)
+    write_scalars(run, lines, stamp, tail)
 
 
 def _val(step: int, bbox: float, **more: float) -> dict:

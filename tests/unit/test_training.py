@@ -16,7 +16,7 @@ from mmengine.config import Config
 from sbrrepro import training
 from sbrrepro.layout import RunPaths
 from sbrrepro.training import SERVER_NAME, EvalJob, TrainingJob, scale_schedule, schedule, trainable
-from tests.helpers import cli_json, copy_plan, run_cli
+from tests.helpers import cli_json, copy_plan, imported_by, run_cli
 
 
 def _cfg(loop: dict, schedulers: list[dict], checkpoint: dict, batch: int = 2, paper: int = 16) -> Config:
@@ -124,13 +124,7 @@ def test_a_node_without_git_still_trains(tiny_configs, monkeypatch, tmp_path):
 def test_what_runs_on_a_compute_node_imports_no_planning_code():
     """A job unpickles its TrainingJob (or EvalJob) inside the executor's wrapper and loads the
     plugins: none of that brings in plans, the zoo, config generation or the dataset generator."""
-    import subprocess
-    import sys
-
     pytest.importorskip("mmcv._ext")
-    code = ("import sys, sbrrepro.training, sbrrepro.cluster.local, sbrrepro.models; "
-            "print(' '.join(m for m in sys.modules if m.startswith('sbrrepro')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    loaded = set(out.split())
+    loaded = set(imported_by("sbrrepro.training, sbrrepro.cluster.local, sbrrepro.models", ("sbrrepro",)))
     assert "sbrrepro.models.sbr_cnn.r3_roi_head" in loaded
     assert not loaded & {"sbrrepro.plan", "sbrrepro.zoo", "sbrrepro.configs", "sbrrepro.dataset", "sbrrepro.prepare"}

@@ -4,7 +4,6 @@ epoch; rows with no validation of that metric left out; and its refusals."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -15,15 +14,13 @@ from sbrrepro.figures import ap_curves, pyplot
 from sbrrepro.layout import StudyPaths
 from sbrrepro.plan import Plan, load_plan
 from sbrrepro.rows import RowConfig
-from tests.helpers import DELETE, PLANS, copy_plan
+from tests.helpers import DELETE, PLANS, copy_plan, write_scalars
 
 pyplot()  # matplotlib imported once, with the collection
 
 
 def _write_log(paths: StudyPaths, key: str, lines: list[dict], stamp: str = "20240101_000000") -> None:
-    path = paths.run(key).root / stamp / "vis_data" / "scalars.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    write_scalars(paths.run(key), lines, stamp)
 
 
 def _val(epoch: int, **metrics: float) -> dict:

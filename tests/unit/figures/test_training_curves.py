@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -12,12 +11,11 @@ from sbrrepro.figures import training_curves
 from sbrrepro.layout import StudyPaths
 from sbrrepro.results import epoch_losses
 from sbrrepro.rows import RowConfig
+from tests.helpers import write_scalars
 
 
 def _write_log(paths: StudyPaths, key: str, stamp: str, lines: list[dict]) -> None:
-    path = paths.run(key).root / stamp / "vis_data" / "scalars.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"loss": 9')  # last line cut by a kill
+    write_scalars(paths.run(key), lines, stamp, tail='{"loss": 9')  # its last line cut by a kill
 
 
 def _train(epoch: int, *losses: float) -> list[dict]:
