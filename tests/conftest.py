@@ -35,6 +35,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items[:] = keep
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked `slurm` is skipped where no cluster answers (asked only when one is about to run)."""
+    if item.get_closest_marker("slurm") and not slurm_up():
+        pytest.skip("no SLURM cluster answers here (slurm/cluster.sh start)")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
@@ -70,8 +76,6 @@ def executor(request):
     from sbrrepro.cluster.slurm import SlurmExecutor
 
     if request.param == "slurm":
-        if not slurm_up():
-            pytest.skip("no SLURM cluster answers here")
         return SlurmExecutor(load_cluster(str(REPO / "slurm" / "local-test.yaml")))
     return LocalExecutor(load_cluster(None))
 

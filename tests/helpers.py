@@ -13,6 +13,7 @@ Light to import: torch, MMDetection and the configs are imported by the helpers 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import shutil
 import subprocess
@@ -37,8 +38,10 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subpro
                           text=True, timeout=timeout)
 
 
+@functools.cache
 def slurm_up() -> bool:
-    """Whether a SLURM cluster answers here (slurm/cluster.sh starts one)."""
+    """Whether a SLURM cluster answers here (slurm/cluster.sh starts one). Asked once: where none
+    runs, sinfo takes seconds to give up."""
     if not shutil.which("sinfo"):
         return False
     out = subprocess.run(["sinfo", "-h", "-t", "idle,mix,alloc", "-o", "%D"], capture_output=True, text=True)

@@ -27,9 +27,9 @@ from sbrrepro.plan import load_plan
 from sbrrepro.results import final_metrics, load_histograms
 from sbrrepro.study import Study
 from sbrrepro.training import TrainingJob
-from tests.helpers import HELD, REPO, TABLE3, cli_json, copy_plan, run_cli, settle, slurm_profile, slurm_up
+from tests.helpers import HELD, REPO, TABLE3, cli_json, copy_plan, run_cli, settle, slurm_profile
 
-pytestmark = pytest.mark.skipif(not slurm_up(), reason="no SLURM cluster answers here")
+pytestmark = pytest.mark.slurm
 
 
 def _sacct(job_id: str, fields: str) -> list[str]:

@@ -10,9 +10,7 @@ import pytest
 
 from sbrrepro.cli import main
 from sbrrepro.doctor import Column, _merge, failures, render
-from tests.helpers import REPO, run_cli, slurm_profile, slurm_up
-
-on_slurm = pytest.mark.skipif(not slurm_up(), reason="no SLURM cluster answers here")
+from tests.helpers import REPO, run_cli, slurm_profile
 
 
 def _rows(out: str) -> dict[str, list[str]]:
@@ -46,7 +44,6 @@ def test_a_check_failing_on_one_node_fails_its_job_and_names_the_node():
     assert rows["data root readable"] == ["-", "FAIL: /data: No such file or directory (n2)"]
 
 
-@on_slurm
 @pytest.mark.slurm
 def test_on_slurm_a_node_job_and_a_two_node_job_pass_every_check(tmp_path, capsys):
     weights = tmp_path / "weights"
@@ -62,7 +59,6 @@ def test_on_slurm_a_node_job_and_a_two_node_job_pass_every_check(tmp_path, capsy
         assert rows[check] == ["ok", "ok"], out
 
 
-@on_slurm
 @pytest.mark.slurm
 def test_a_partition_slurm_refuses_is_one_line(tmp_path):
     profile = slurm_profile(tmp_path, partition="nosuchpartition")

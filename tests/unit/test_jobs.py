@@ -17,7 +17,7 @@ from sbrrepro.errors import UserError
 from sbrrepro.layout import StudyPaths
 from sbrrepro.study import Study
 from sbrrepro.training import TrainingJob
-from tests.helpers import HELD, TABLE3, dry_run_study, settle, slurm_profile, slurm_up
+from tests.helpers import HELD, TABLE3, dry_run_study, settle, slurm_profile
 
 GONE = "999999999"  # a local job id (its controller's pid) that no process has
 
@@ -110,7 +110,6 @@ def _forget_submissions(study: Study) -> None:
 
 
 @pytest.mark.slurm
-@pytest.mark.skipif(not slurm_up(), reason="no SLURM cluster answers here")
 def test_an_array_left_unrecorded_by_a_killed_run_is_adopted_task_by_task(tiny_configs, tmp_path):
     """Two trainings as one array, held by a start time an hour away (nothing trains)."""
     executor = SlurmExecutor(load_cluster(str(slurm_profile(tmp_path, sbatch={"mem": 1000, **HELD}))))

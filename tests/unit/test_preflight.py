@@ -19,7 +19,7 @@ from sbrrepro.costs import COCO_TRAIN_IMAGES, plan_costs
 from sbrrepro.layout import StudyPaths
 from sbrrepro.preflight import Finding
 from sbrrepro.prepare import Request, prepare
-from tests.helpers import PLANS, plan_files, run_cli, slurm_profile, slurm_up
+from tests.helpers import PLANS, plan_files, run_cli, slurm_profile
 
 GROIE_T2 = str(PLANS / "groie" / "table2.yaml")
 
@@ -52,7 +52,6 @@ def test_preflight_of_two_full_width_trainings_on_the_local_executor_then_the_dr
     assert "preflight" in status.stdout and "s/iter" in status.stdout
 
 
-@pytest.mark.skipif(not slurm_up(), reason="no SLURM cluster answers here")
 @pytest.mark.slurm
 def test_preflight_through_the_real_slurm_cluster(tmp_path):
     study = tmp_path / "S"
